@@ -1,0 +1,105 @@
+"""Per-modality validation scores in, MIAM weights out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from miam.balance import functional as F
+from miam.errors import InvalidParameterError
+
+
+class ImbalanceTracker:
+    """Keeps each modality's unimodal validation score per epoch and turns it into w.
+
+    rho_s says how strong a modality is against the others, rho_d how fast its score
+    still moves; a strong, settled modality gets w > 1 and is masked more.  Before two
+    epochs of scores exist, rho = 1 and w = 1.
+
+    Args:
+        modalities: names, in the order of the weights.
+        lambda_s, lambda_d: exponents (the paper uses one lambda for both; default 1).
+        eps: added to each |score change| before the geometric mean (score units).
+        window: epochs over which |change| is averaged (1 = the one-epoch difference).
+        clamp: optional (low, high) bounds on w.
+
+    Example:
+        >>> t = ImbalanceTracker(["env", "sat"], lambda_s=1.0, lambda_d=1.0)
+        >>> t.update({"env": 0.80, "sat": 0.60}).tolist()
+        [1.0, 1.0]
+        >>> w = t.update({"env": 0.81, "sat": 0.70})
+        >>> bool(w[0] > 1 > w[1])
+        True
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        lambda_s: float = 1.0,
+        lambda_d: float | None = None,
+        eps: float = 1e-3,
+        window: int = 1,
+        clamp: tuple[float, float] | None = None,
+    ) -> None:
+        modalities = list(modalities)
+        if len(modalities) < 2:
+            raise InvalidParameterError(f"ImbalanceTracker needs >= 2 modalities, got {modalities}.")
+        lambda_d = lambda_s if lambda_d is None else lambda_d
+        if lambda_s < 0 or lambda_d < 0:
+            raise InvalidParameterError(f"lambda_s and lambda_d must be >= 0, got {lambda_s}, {lambda_d}.")
+        if eps <= 0:
+            raise InvalidParameterError(f"eps must be > 0 (it keeps G(d) away from 0), got {eps}.")
+        if window < 1:
+            raise InvalidParameterError(f"window must be >= 1, got {window}.")
+        if clamp is not None and not (0 < clamp[0] <= 1 <= clamp[1]):
+            raise InvalidParameterError(f"clamp must be (low, high) with 0 < low <= 1 <= high, got {clamp}.")
+        self.modalities = modalities
+        self.lambda_s, self.lambda_d, self.eps, self.window = lambda_s, lambda_d, eps, window
+        self.clamp = None if clamp is None else (float(clamp[0]), float(clamp[1]))
+        m = len(modalities)
+        self.history_ = torch.empty(0, m, dtype=torch.float64)
+        self.rho_s_ = torch.ones(m, dtype=torch.float64)
+        self.rho_d_ = torch.ones(m, dtype=torch.float64)
+        self.weights_ = torch.ones(m, dtype=torch.float64)
+
+    @property
+    def scores_(self) -> Tensor | None:
+        return self.history_[-1] if len(self.history_) else None
+
+    def update(self, scores: Mapping[str, float]) -> Tensor:
+        """Record one epoch of unimodal scores; return the new weights [M]."""
+        missing = [m for m in self.modalities if m not in scores]
+        if missing:
+            raise InvalidParameterError(f"ImbalanceTracker.update: no score for {missing}; got {list(scores)}.")
+        s = torch.tensor([float(scores[m]) for m in self.modalities], dtype=torch.float64)
+        if not bool(torch.isfinite(s).all()):
+            raise InvalidParameterError(f"ImbalanceTracker.update: non-finite scores {dict(zip(self.modalities, s.tolist()))}.")
+        self.history_ = torch.cat([self.history_, s.unsqueeze(0)])
+        if len(self.history_) >= 2:
+            self.rho_s_ = F.score_ratio(s)
+            self.rho_d_ = F.change_ratio(self.history_, self.eps, self.window)
+            self.weights_ = F.imbalance_weights(self.rho_s_, self.rho_d_, self.lambda_s, self.lambda_d, self.clamp)
+        return self.weights_.clone()
+
+    def as_dict(self) -> dict[str, dict[str, float]]:
+        """Latest s, rho_s, rho_d and w per modality (for logs)."""
+        s = self.scores_
+        return {
+            m: {
+                "score": float("nan") if s is None else float(s[i]),
+                "rho_s": float(self.rho_s_[i]),
+                "rho_d": float(self.rho_d_[i]),
+                "w": float(self.weights_[i]),
+            }
+            for i, m in enumerate(self.modalities)
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k).clone() for k in ("history_", "rho_s_", "rho_d_", "weights_")}
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        for k in ("history_", "rho_s_", "rho_d_", "weights_"):
+            setattr(self, k, state[k].clone().to(torch.float64))

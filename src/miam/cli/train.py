@@ -1,0 +1,31 @@
+"""``miam train --config FILE``: train one model, test it on every modality subset."""
+
+from __future__ import annotations
+
+import argparse
+
+from miam.cli.common import add_config_args, config_from_args, format_table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model from a YAML config",
+                       description="Train a model as the config says; checkpoints and logs go to out_dir.")
+    add_config_args(p)
+    p.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoints/last.ckpt if present")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from miam.training.run import summarize, test_subsets, train
+
+    cfg = config_from_args(args)
+    result = train(cfg, resume=args.resume)
+    table = test_subsets(result)
+    table.to_csv(result.out_dir / "test_subsets.csv", index=False)
+    result.trajectory().to_csv(result.out_dir / "trajectory.csv", index=False)
+    print(format_table(table.to_dict("records"), ["subset", "metric", "value"]))
+    summary = summarize(result, table)
+    print(f"\nfull input {summary['full']:.3f} | mean over all non-empty modality subsets "
+          f"{summary['avg_modality_subsets']:.3f}")
+    print(f"best checkpoint: {result.best_checkpoint}")
+    return 0

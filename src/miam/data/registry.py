@@ -1,0 +1,43 @@
+"""Datasets by name, as configs name them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from miam.data.dataset import MultimodalDataset
+from miam.errors import ConfigError
+
+_BUILDERS: dict[str, Callable[..., MultimodalDataset]] = {}
+
+
+def register_dataset(name: str) -> Callable:
+    """Decorator: make a builder ``f(**params) -> MultimodalDataset`` available as ``name``."""
+    def deco(fn: Callable[..., MultimodalDataset]) -> Callable[..., MultimodalDataset]:
+        _BUILDERS[name] = fn
+        return fn
+    return deco
+
+
+def list_datasets() -> list[str]:
+    _load_builtins()
+    return sorted(_BUILDERS)
+
+
+def build_dataset(name: str, **params: Any) -> MultimodalDataset:
+    """Build the dataset ``name`` with its parameters; unknown names list the valid ones."""
+    _load_builtins()
+    if name not in _BUILDERS:
+        raise ConfigError(f"Unknown dataset {name!r}; valid names are {sorted(_BUILDERS)}.")
+    try:
+        return _BUILDERS[name](**params)
+    except TypeError as e:
+        if "unexpected keyword" in str(e):
+            raise ConfigError(f"dataset {name!r}: {e}") from e
+        raise
+
+
+def _load_builtins() -> None:
+    if "synthetic" not in _BUILDERS:
+        from miam.data import synthetic
+        register_dataset("synthetic")(synthetic.make_dataset)

@@ -1,0 +1,213 @@
+"""Embedded default data: an ecological-looking multimodal landscape with a known truth.
+
+Sites lie in a square landscape (coordinates in km). Every covariate is a spatially
+autocorrelated Gaussian random field (random Fourier features of an RBF kernel), so
+nearby sites look alike and a spatial block split is needed for honest scores.
+
+Modalities (default sizes):
+
+* ``env`` — 12 tabular variables; the first ``n_env_informative`` drive the species
+  *linearly* with decreasing strength, the rest are spatially structured noise.
+  Easy and fast to learn, but only part of the signal.
+* ``climate`` — 3 variables x 12 months, one token per month (token_shape ``[3]``);
+  the species respond to month-specific anomalies of temperature in early summer and
+  of precipitation in spring.
+* ``satellite`` — a 4-band 16 x 16 image cut into 4 x 4 patches of 4 x 4 pixels; the
+  signal is the *texture amplitude* of a fine-scale habitat field, weighted by a
+  Gaussian kernel centred on the site. A nonlinear (|.|-like) function of the pixels,
+  so slower to learn, and independent of ``env``: complementary signal.
+* ``coords`` (optional) — the normalised location.
+
+Every species' logit is ``a_env f_env + a_clim f_clim + a_sat f_sat + bias`` with each
+``f`` standardised, so the ground truth of modality importance is the share of
+logit variance, and within a modality the squared token weights. Both are in
+``dataset.info["truth"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from miam.data.dataset import MultimodalDataset, spatial_block_split
+from miam.data.spec import ModalitySpec, TaskSpec
+from miam.errors import InvalidParameterError, check_choice
+
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+CLIMATE_VARIABLES = ("tas", "pr", "rsds")
+
+
+def _random_field(rng: np.random.Generator, xy: np.ndarray, n_fields: int, lengthscale: float,
+                  n_features: int = 96) -> np.ndarray:
+    """``n_fields`` standardised, spatially autocorrelated fields at points ``xy`` [N, 2] -> [N, n_fields]."""
+    omega = rng.normal(0.0, 1.0 / lengthscale, size=(n_fields, 2, n_features))
+    phase = rng.uniform(0, 2 * np.pi, size=(n_fields, 1, n_features))
+    amp = rng.normal(size=(n_fields, n_features, 1))
+    feats = np.cos(np.einsum("nd,kdf->knf", xy, omega) + phase)            # [K, N, F]
+    f = (feats @ amp)[..., 0].T                                            # [N, K]
+    return (f - f.mean(0)) / (f.std(0) + 1e-12)
+
+
+def _standardise(x: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
+    return (x - x.mean(axis=axis, keepdims=True)) / (x.std(axis=axis, keepdims=True) + 1e-12)
+
+
+def make_dataset(
+    seed: int = 0,
+    n_sites: int = 3000,
+    n_species: int = 24,
+    task: str = "multilabel",
+    n_env: int = 12,
+    n_env_informative: int = 6,
+    image_size: int = 16,
+    patch_size: int = 4,
+    n_bands: int = 4,
+    with_coords: bool = False,
+    strength: Mapping[str, float] | None = None,
+    signal_scale: float = 2.5,
+    missing: Mapping[str, float] | None = None,
+    token_missing: Mapping[str, float] | None = None,
+    extent_km: float = 100.0,
+    block_km: float = 10.0,
+    split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
+) -> MultimodalDataset:
+    """Generate the embedded multimodal dataset, deterministic from ``seed``.
+
+    Args:
+        seed: every random choice follows from it.
+        n_sites, n_species: sizes; ``task="multiclass"`` gives one species label per site.
+        strength: share of logit standard deviation per modality
+            (default ``env 1.0, climate 0.6, satellite 0.9``: env dominates and is easy).
+        signal_scale: overall logit scale (higher = cleaner labels).
+        missing: share of sites missing a whole modality, e.g. ``{"satellite": 0.2}``.
+        token_missing: share of tokens missing at random, e.g. ``{"env": 0.05}``.
+        block_km: side of the square blocks of the spatial train/val/test split.
+
+    Returns:
+        a :class:`MultimodalDataset` with ``splits`` train/val/test, ``coords`` in km and
+        ``info["truth"]`` = ``{"modality_importance": {m: share}, "token_importance":
+        {m: [T_m] shares}}``.
+
+    Example:
+        >>> ds = make_dataset(seed=0, n_sites=200)
+        >>> ds.modalities, len(ds.split("train")) > 100
+        (['env', 'climate', 'satellite'], True)
+    """
+    check_choice("make_dataset", "task", task, ("multilabel", "multiclass"))
+    if image_size % patch_size:
+        raise InvalidParameterError(f"image_size={image_size} must be a multiple of patch_size={patch_size}.")
+    if not 0 < n_env_informative <= n_env:
+        raise InvalidParameterError(f"n_env_informative must be in [1, n_env={n_env}], got {n_env_informative}.")
+    strength = {"env": 1.0, "climate": 0.6, "satellite": 0.9, **(strength or {})}
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, extent_km, size=(n_sites, 2))
+
+    # --- env: informative fields first, then structured noise.
+    env = _random_field(rng, xy, n_env, lengthscale=extent_km / 6)
+    env_weight = np.zeros(n_env)
+    env_weight[:n_env_informative] = np.linspace(1.0, 0.25, n_env_informative)
+    env_coef = rng.normal(size=(n_env, n_species)) * env_weight[:, None]
+    f_env = env @ env_coef
+
+    # --- climate: seasonal cycle + a weak site base + month-specific anomalies.
+    n_months, n_vars = len(MONTHS), len(CLIMATE_VARIABLES)
+    season = np.stack([np.cos(2 * np.pi * (np.arange(n_months) - 6.5) / 12) * a for a in (8.0, 3.0, 5.0)], 1)
+    base = _random_field(rng, xy, n_vars, lengthscale=extent_km / 5)
+    anomaly = _random_field(rng, xy, n_months * n_vars, lengthscale=extent_km / 8).reshape(n_sites, n_months, n_vars)
+    climate = season[None] + 0.3 * base[:, None, :] + anomaly
+    clim_weight = np.zeros((n_months, n_vars))
+    clim_weight[[4, 5, 6], 0] = [0.6, 1.0, 0.7]      # tas May-Jul
+    clim_weight[[2, 3], 1] = [0.8, 0.6]              # pr Mar-Apr
+    clim_coef = rng.normal(size=(n_months, n_vars, n_species)) * clim_weight[..., None]
+    f_clim = np.einsum("nmv,mvs->ns", anomaly, clim_coef)
+
+    # --- satellite: texture amplitude of a fine-scale habitat field around the site.
+    grid = image_size // patch_size
+    offsets = (np.arange(grid) - (grid - 1) / 2) * 0.8  # km between patch centres
+    dx, dy = np.meshgrid(offsets, offsets, indexing="ij")
+    patch_xy = xy[:, None, :] + np.stack([dx.ravel(), dy.ravel()], 1)[None]        # [N, P, 2]
+    n_patches = grid * grid
+    hab_rng = np.random.default_rng(rng.integers(2**32))
+    habitat = _random_field(hab_rng, patch_xy.reshape(-1, 2), 1, lengthscale=1.2).reshape(n_sites, n_patches)
+    amplitude = np.log1p(np.exp(1.5 * habitat))                                      # softplus >= 0
+    brightness = _random_field(rng, patch_xy.reshape(-1, 2), n_bands, lengthscale=3.0).reshape(n_sites, n_patches, n_bands)
+    u, v = np.meshgrid(np.arange(patch_size), np.arange(patch_size), indexing="ij")
+    checker = np.where((u + v) % 2 == 0, 1.0, -1.0)                                  # [p, p]
+    sign = rng.choice([-1.0, 1.0], size=(n_sites, n_patches, 1))                     # phase hides the sign
+    band_gain = np.array([0.6, 1.0, -0.8, 1.4])[:n_bands] if n_bands <= 4 else rng.normal(size=n_bands)
+    pixels = (amplitude[..., None] * sign * band_gain)[..., None, None] * checker \
+        + 0.5 * brightness[..., None, None] + 0.3 * rng.normal(size=(n_sites, n_patches, n_bands, patch_size, patch_size))
+    kernel = np.exp(-(dx.ravel() ** 2 + dy.ravel() ** 2) / (2 * 0.8 ** 2))
+    sat_coef = rng.normal(size=(n_patches, n_species)) * kernel[:, None]
+    amp_std = _standardise(amplitude, (0,))
+    f_sat = amp_std @ sat_coef
+
+    # --- species logits: each modality's part standardised, scaled by its strength.
+    parts = {"env": f_env, "climate": f_clim, "satellite": f_sat}
+    logits = sum(strength[m] * _standardise(parts[m], (0,)) for m in parts)
+    norm = np.sqrt(sum(strength[m] ** 2 for m in parts))
+    logits = signal_scale * logits / norm
+    prevalence = rng.uniform(0.08, 0.4, size=n_species)
+    bias = np.log(prevalence / (1 - prevalence))
+    if task == "multilabel":
+        target = (rng.uniform(size=logits.shape) < 1 / (1 + np.exp(-(logits + bias)))).astype(np.float32)
+    else:
+        target = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
+
+    # --- tokens, standardised per token position.
+    patch_names = tuple(f"r{r}c{c}" for r in range(grid) for c in range(grid))
+    tokens = {
+        "env": _standardise(env, (0,))[:, :, None],
+        "climate": _standardise(climate, (0,)),
+        "satellite": pixels / pixels.std(),
+    }
+    specs = [
+        ModalitySpec("env", "tabular", n_env, (1,), tuple(f"env{k:02d}" for k in range(n_env))),
+        ModalitySpec("climate", "timeseries", n_months, (n_vars,), MONTHS),
+        ModalitySpec("satellite", "image", n_patches, (n_bands, patch_size, patch_size), patch_names,
+                     grid=(grid, grid)),
+    ]
+    if with_coords:
+        tokens["coords"] = (xy / extent_km * 2 - 1)[:, None, :]
+        specs.append(ModalitySpec("coords", "coords", 1, (2,), ("xy",)))
+
+    _apply_missing(rng, tokens, missing or {}, token_missing or {})
+    shares = np.array([strength[m] ** 2 for m in parts])
+    truth = {
+        "modality_importance": dict(zip(parts, (shares / shares.sum()).tolist())),
+        "token_importance": {
+            "env": (env_weight ** 2 / (env_weight ** 2).sum()).tolist(),
+            "climate": ((clim_weight ** 2).sum(1) / (clim_weight ** 2).sum()).tolist(),
+            "satellite": (kernel ** 2 / (kernel ** 2).sum()).tolist(),
+        },
+        "easy_modality": "env",
+        "slow_modality": "satellite",
+    }
+    if with_coords:
+        truth["modality_importance"]["coords"] = 0.0
+        truth["token_importance"]["coords"] = [0.0]
+    task_spec = TaskSpec(task, n_species, tuple(f"species_{j:02d}" for j in range(n_species)))
+    splits = spatial_block_split(xy, block_km, split_fractions, seed=seed)
+    return MultimodalDataset(
+        tokens, target, specs, task_spec, coords=xy, splits=splits,
+        info={"source": "miam.data.synthetic", "seed": seed, "truth": truth},
+    )
+
+
+def _apply_missing(rng: np.random.Generator, tokens: dict[str, np.ndarray],
+                   missing: Mapping[str, float], token_missing: Mapping[str, float]) -> None:
+    for table in (missing, token_missing):
+        unknown = [m for m in table if m not in tokens]
+        if unknown:
+            raise InvalidParameterError(f"make_dataset: unknown modality {unknown} in missing rates; "
+                                        f"valid names are {list(tokens)}.")
+        bad = {m: r for m, r in table.items() if not 0 <= r < 1}
+        if bad:
+            raise InvalidParameterError(f"make_dataset: missing rates must be in [0, 1), got {bad}.")
+    for m, x in tokens.items():
+        n, t = x.shape[:2]
+        hide = np.zeros((n, t), dtype=bool)
+        hide |= rng.uniform(size=(n, 1)) < missing.get(m, 0.0)
+        hide |= rng.uniform(size=(n, t)) < token_missing.get(m, 0.0)
+        x[hide] = np.nan

@@ -1,0 +1,161 @@
+"""Scores of a trained model on many token subsets at once (no Lightning here)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from miam.data.batch import MultimodalBatch
+from miam.data.spec import ModalitySpec, TaskSpec
+from miam.errors import InvalidParameterError, ShapeError
+from miam.scores import task_score
+
+Subset = Sequence[str] | Tensor
+
+
+def token_groups(specs: Sequence[ModalitySpec], groups: Mapping[str, Sequence[str]] | None = None
+                 ) -> tuple[list[str], Tensor]:
+    """Group names and each token's group index [T] (one group per modality by default)."""
+    names = [s.name for s in specs]
+    if not groups:
+        groups = {n: [n] for n in names}
+    owner = {}
+    for g, members in groups.items():
+        for m in members:
+            if m not in names:
+                raise InvalidParameterError(f"Group {g!r} names unknown modality {m!r}; valid names are {names}.")
+            if m in owner:
+                raise InvalidParameterError(f"Modality {m!r} is in two groups: {owner[m]!r} and {g!r}.")
+            owner[m] = g
+    left = [n for n in names if n not in owner]
+    if left:
+        raise InvalidParameterError(f"Modalities {left} belong to no group; every modality needs one.")
+    group_names = list(groups)
+    index = torch.cat([torch.full((s.n_tokens,), group_names.index(owner[s.name])) for s in specs])
+    return group_names, index
+
+
+def all_subsets(names: Sequence[str], include_empty: bool = False) -> list[tuple[str, ...]]:
+    """Every subset of ``names`` by increasing size (2^M - 1 without the empty one).
+
+    Example:
+        >>> all_subsets(["a", "b"])
+        [('a',), ('b',), ('a', 'b')]
+    """
+    start = 0 if include_empty else 1
+    return [c for k in range(start, len(names) + 1) for c in itertools.combinations(names, k)]
+
+
+def subset_label(subset: Sequence[str]) -> str:
+    return "+".join(subset) if len(subset) else "none"
+
+
+class SubsetEvaluator:
+    """Evaluate a model on modality subsets or arbitrary token masks, batched.
+
+    Each data batch is embedded once and the encoder runs on all masks of a chunk in
+    one forward pass (``model.forward_subsets``). Missing data stays hidden in every
+    subset.
+
+    Args:
+        model: a miam model (``TokenModel`` or one with the same ``forward_subsets``).
+        task: the task, for the metric.
+        groups: optional modality grouping; subsets are then named by group.
+        batch_size: samples per data batch.
+        max_rows: most (subset x sample) rows in one forward pass.
+    """
+
+    def __init__(self, model: torch.nn.Module, task: TaskSpec, groups: Mapping[str, Sequence[str]] | None = None,
+                 batch_size: int = 512, max_rows: int = 8192, device: str | torch.device | None = None) -> None:
+        self.model = model
+        self.task = task
+        self.names, self.token_group = token_groups(model.specs, groups)
+        self.batch_size, self.max_rows = batch_size, max_rows
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+
+    def masks(self, subsets: Iterable[Subset]) -> Tensor:
+        """Token masks [S, T] for subsets given by names (or as bool [T] masks)."""
+        subsets = list(subsets)
+        if not subsets:
+            raise InvalidParameterError("No subsets to evaluate: pass at least one subset of "
+                                        f"{self.names} (or a token mask).")
+        t = self.token_group.numel()
+        rows = []
+        for sub in subsets:
+            if isinstance(sub, Tensor):
+                if sub.shape != (t,) or sub.dtype != torch.bool:
+                    raise ShapeError(f"Expected a bool token mask [{t}], got {sub.dtype} {list(sub.shape)}.")
+                rows.append(sub)
+                continue
+            if isinstance(sub, str):
+                sub = [sub]
+            bad = [m for m in sub if m not in self.names]
+            if bad:
+                raise InvalidParameterError(f"Unknown modality {bad} in subset {list(sub)}; valid names are {self.names}.")
+            idx = torch.tensor([self.names.index(m) for m in sub], dtype=torch.long)
+            rows.append(torch.isin(self.token_group, idx))
+        return torch.stack(rows)
+
+    def _batches(self, data: Any) -> Iterable[MultimodalBatch]:
+        if isinstance(data, MultimodalBatch):
+            yield data
+        elif hasattr(data, "__getitems__"):
+            for start in range(0, len(data), self.batch_size):
+                yield data.__getitems__(list(range(start, min(start + self.batch_size, len(data)))))
+        else:
+            yield from data
+
+    @torch.no_grad()
+    def predict(self, data: Any, masks: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits [S, N, n_outputs] under each mask, and the targets [N...]."""
+        was_training = self.model.training
+        self.model.eval()
+        masks = masks.to(self.device)
+        out, targets = [], []
+        try:
+            for batch in self._batches(data):
+                batch = batch.to(self.device)
+                chunk = max(1, self.max_rows // max(1, batch.batch_size))
+                parts = [self.model.forward_subsets(batch, masks[i:i + chunk]) for i in range(0, len(masks), chunk)]
+                out.append(torch.cat(parts).float().cpu())
+                targets.append(batch.target.cpu())
+        finally:
+            self.model.train(was_training)
+        return torch.cat(out, dim=1), torch.cat(targets)
+
+    def scores(self, data: Any, subsets: Iterable[Subset]) -> Tensor:
+        """The task score under each subset, [S] (float64, unrounded)."""
+        logits, target = self.predict(data, self.masks(subsets))
+        return torch.tensor([task_score(lg, target, self.task) for lg in logits], dtype=torch.float64)
+
+    def evaluate(self, data: Any, subsets: Iterable[Subset] | None = None) -> pd.DataFrame:
+        """A tidy table (subset, n_modalities, metric, value, n); default: all non-empty subsets."""
+        subsets = all_subsets(self.names) if subsets is None else list(subsets)
+        values = self.scores(data, subsets)
+        metric = "auroc_macro" if self.task.kind == "multilabel" else "top1"
+        n = len(data) if hasattr(data, "__len__") and not isinstance(data, MultimodalBatch) else None
+        rows = []
+        for sub, v in zip(subsets, values.tolist()):
+            named = not isinstance(sub, Tensor)
+            rows.append({
+                "subset": subset_label([sub] if isinstance(sub, str) else sub) if named else "mask",
+                "n_modalities": (1 if isinstance(sub, str) else len(sub)) if named else np.nan,
+                "metric": metric, "value": v, "n": n,
+            })
+        return pd.DataFrame(rows)
+
+
+def summarize_subsets(table: pd.DataFrame, names: Sequence[str]) -> dict[str, float]:
+    """Full-input score, each single modality, and the mean over all non-empty modality subsets."""
+    by = dict(zip(table["subset"], table["value"]))
+    out = {"full": by[subset_label(names)]}
+    out.update({m: by[m] for m in names})
+    named = table[table["subset"] != "none"]
+    out["avg_modality_subsets"] = float(named["value"].mean())
+    return out

@@ -1,0 +1,24 @@
+"""Models: tokenizers, the token transformer and task losses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+
+from miam.data.spec import ModalitySpec, TaskSpec
+from miam.errors import check_choice
+from miam.models.losses import TaskLoss, full_weighted_bce
+from miam.models.token_model import TokenModel
+
+ARCHITECTURES = {"token": TokenModel}
+
+
+def build_model(specs: Sequence[ModalitySpec], task: TaskSpec, architecture: str = "token", **params: Any) -> nn.Module:
+    """The model named by ``architecture`` (``token``), built for these modalities and task."""
+    check_choice("build_model", "architecture", architecture, ARCHITECTURES)
+    return ARCHITECTURES[architecture](specs, task, **params)
+
+
+__all__ = ["ARCHITECTURES", "TaskLoss", "TokenModel", "build_model", "full_weighted_bce"]

@@ -1,0 +1,45 @@
+"""Task losses: the "full weighted loss" for species presence, cross-entropy for classes."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def presence_weights(positive_counts: Tensor, n_samples: int) -> Tensor:
+    """w_j = N / (n_pos,j + 1e-5): rare species weigh more."""
+    return n_samples / (positive_counts.to(torch.float64) + 1e-5)
+
+
+def full_weighted_bce(logits: Tensor, target: Tensor, weights: Tensor) -> Tensor:
+    """mean[w y (-log s)] + mean[w/(w-1) (1-y) (-log(1-s))], both means over batch x species.
+
+    Written with logsigmoid, so it stays finite for any logit.
+    """
+    w = weights.to(logits.dtype)
+    neg_w = w / (w - 1).clamp_min(1e-3)
+    pos = w * target * -F.logsigmoid(logits)
+    neg = neg_w * (1 - target) * -F.logsigmoid(-logits)
+    return pos.mean() + neg.mean()
+
+
+class TaskLoss(nn.Module):
+    """Loss for a task kind; the species weights are a buffer, so they travel in checkpoints."""
+
+    def __init__(self, kind: str, positive_counts: Tensor | None = None, n_samples: int = 1,
+                 weighted: bool = True) -> None:
+        super().__init__()
+        self.kind = kind
+        n_out = 1 if positive_counts is None else len(positive_counts)
+        w = presence_weights(positive_counts, n_samples) if (positive_counts is not None and weighted) \
+            else torch.full((n_out,), 2.0, dtype=torch.float64)
+        self.register_buffer("weights", w.float())
+        self.weighted = weighted
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        if self.kind == "multiclass":
+            return F.cross_entropy(logits, target)
+        if not self.weighted:
+            return F.binary_cross_entropy_with_logits(logits, target)
+        return full_weighted_bce(logits, target, self.weights)

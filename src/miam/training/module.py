@@ -1,0 +1,165 @@
+"""The one LightningModule: masks each step with the strategy, scores every view on validation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from miam.balance import ImbalanceTracker
+from miam.data.batch import MultimodalBatch
+from miam.data.spec import ModalitySpec, TaskSpec
+from miam.explain.subsets import token_groups
+from miam.masking import get_strategy, token_mask
+from miam.models import TaskLoss, build_model
+from miam.scores import make_metric
+
+
+def step_seed(seed: int, step: int, stream: int) -> int:
+    """A seed that depends only on (run seed, global step, stream): resume replays it exactly."""
+    return int(np.random.SeedSequence([seed, step, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class MiamModule(L.LightningModule):
+    """Multimodal training with a masking strategy and per-modality validation views.
+
+    Every argument is a plain dict or list (no paths, no objects), so the checkpoint
+    rebuilds the module anywhere with ``MiamModule.load_from_checkpoint``.
+
+    Validation scores M + 1 views of each batch in one forward pass: each modality
+    (group) alone, and all modalities. The :class:`~miam.training.feedback.ImbalanceFeedback`
+    callback turns the unimodal scores into MIAM's weights.
+
+    Args:
+        specs: ``ModalitySpec.to_dict()`` per modality.
+        task: ``TaskSpec.to_dict()``.
+        model: keyword arguments of :func:`miam.models.build_model`.
+        masking: ``{"strategy": name, "params": {...}, "per_sample": bool, "eps", "window", "clamp"}``.
+        optim: ``{"lr": ..., "weight_decay": ...}``.
+        groups: optional ``{group: [modalities]}``: the units of masking and feedback.
+        positive_counts, n_train: training-set class counts for the weighted loss.
+        seed: the run's seed; every step's randomness derives from (seed, step, rank).
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[Mapping[str, Any]],
+        task: Mapping[str, Any],
+        model: Mapping[str, Any] | None = None,
+        masking: Mapping[str, Any] | None = None,
+        optim: Mapping[str, Any] | None = None,
+        groups: Mapping[str, Sequence[str]] | None = None,
+        positive_counts: Sequence[float] | None = None,
+        n_train: int = 1,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.specs = [ModalitySpec.from_dict(s) for s in specs]
+        self.task = TaskSpec.from_dict(task)
+        model = dict(model or {})
+        weighted = model.pop("weighted_loss", True)
+        self.model = build_model(self.specs, self.task, **model)
+        self.group_names, token_group = token_groups(self.specs, groups)
+        self.register_buffer("token_group", token_group, persistent=False)
+        m = len(self.group_names)
+        views = torch.stack([token_group == i for i in range(m)] + [torch.ones_like(token_group, dtype=torch.bool)])
+        self.register_buffer("view_masks", views, persistent=False)
+        masking = dict(masking or {})
+        params = dict(masking.get("params") or {})
+        self.strategy = get_strategy(masking.get("strategy", "miam"), self.group_names,
+                                     per_sample=bool(masking.get("per_sample", False)), **params)
+        self.tracker = ImbalanceTracker(
+            self.group_names, lambda_s=float(params.get("lambda_s", 1.0)),
+            lambda_d=float(params.get("lambda_d", params.get("lambda_s", 1.0))),
+            eps=float(masking.get("eps", 1e-3)), window=int(masking.get("window", 1)),
+            clamp=None if masking.get("clamp") is None else tuple(masking["clamp"]),
+        ) if m >= 2 else None
+        counts = None if positive_counts is None else torch.as_tensor(positive_counts, dtype=torch.float64)
+        self.loss_fn = TaskLoss(self.task.kind, counts, n_train, weighted)
+        self.val_metrics = nn.ModuleList([make_metric(self.task) for _ in range(m + 1)])
+        self.test_metrics = nn.ModuleList([make_metric(self.task) for _ in range(m + 1)])
+        self.optim = {"lr": 1e-3, "weight_decay": 0.01, **(optim or {})}
+        self.seed = seed
+        self.trajectory_: list[dict[str, Any]] = []
+        self._generators: dict[str, torch.Generator] = {}
+
+    @property
+    def view_names(self) -> list[str]:
+        return [*self.group_names, "full"]
+
+    def forward(self, batch: MultimodalBatch, visible: Tensor | None = None) -> Tensor:
+        return self.model(batch, visible)
+
+    def _generator(self, stream: int) -> torch.Generator:
+        key = f"{self.device}:{stream}"
+        if key not in self._generators:
+            self._generators[key] = torch.Generator(device=self.device)
+        return self._generators[key].manual_seed(step_seed(self.seed, self.global_step, stream))
+
+    def draw_visible(self, batch: MultimodalBatch) -> Tensor:
+        """The step's visible mask: p shared by all ranks, token draws per rank."""
+        present = batch.present_flat(self.model.modalities)
+        p = self.strategy.sample(batch.batch_size, self._generator(0))
+        return token_mask(p, present, self._generator(1 + self.global_rank), self.token_group)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Dropout draws from the global RNG: key it on the step as well.
+        torch.manual_seed(step_seed(self.seed, self.global_step, 10_000 + self.global_rank))
+
+    def training_step(self, batch: MultimodalBatch, batch_idx: int) -> Tensor:
+        visible = self.draw_visible(batch)
+        logits = self.model(batch, visible)
+        loss = self.loss_fn(logits, batch.target)
+        b = batch.batch_size
+        self.log("train/loss", loss, prog_bar=True, batch_size=b)
+        self.log("train/visible", visible.float().mean(), batch_size=b)
+        return loss
+
+    def _view_step(self, batch: MultimodalBatch, metrics: nn.ModuleList) -> None:
+        logits = self.model.forward_subsets(batch, self.view_masks)
+        for metric, lg in zip(metrics, logits):
+            metric.update(torch.sigmoid(lg) if self.task.kind == "multilabel" else lg, batch.target)
+
+    def validation_step(self, batch: MultimodalBatch, batch_idx: int) -> None:
+        self._view_step(batch, self.val_metrics)
+
+    def test_step(self, batch: MultimodalBatch, batch_idx: int) -> None:
+        self._view_step(batch, self.test_metrics)
+
+    def view_scores(self, stage: str) -> dict[str, float]:
+        """Compute (synchronised across ranks) and reset the scores of every view."""
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        scores = {name: float(metric.compute()) for name, metric in zip(self.view_names, metrics)}
+        for metric in metrics:
+            metric.reset()
+        return scores
+
+    def log_scores(self, stage: str, scores: Mapping[str, float]) -> None:
+        for name, value in scores.items():
+            self.log(f"{stage}/score_{name}", value, sync_dist=False)
+        self.log(f"{stage}/selection", float(np.mean(list(scores.values()))), prog_bar=stage == "val")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_scores("test", self.view_scores("test"))
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.optim["lr"], weight_decay=self.optim["weight_decay"])
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["miam"] = {
+            "tracker": None if self.tracker is None else self.tracker.state_dict(),
+            "strategy": self.strategy.state_dict(),
+            "trajectory": list(self.trajectory_),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("miam", {})
+        if self.tracker is not None and state.get("tracker") is not None:
+            self.tracker.load_state_dict(state["tracker"])
+        self.strategy.load_state_dict(state.get("strategy", {}))
+        self.trajectory_ = list(state.get("trajectory", []))
