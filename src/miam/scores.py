@@ -1,4 +1,11 @@
-"""Task scores (higher is better), from torchmetrics, synchronised across DDP ranks."""
+"""Task scores (higher is better), from torchmetrics, synchronised across DDP ranks.
+
+Per task kind: macro AUROC (``multilabel``), top-1 accuracy (``multiclass``) and SatBird's
+adaptive top-k (``encounter``: the share of the k species with the highest predicted rates
+among the k species actually encountered, k = number of encountered species; higher is
+better, so the tracker can use it). :func:`encounter_scores` adds SatBird's top-10/top-30,
+MAE and MSE for reports (those two are lower-is-better).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +13,13 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
-from torchmetrics.functional.classification import multilabel_auroc
+from torchmetrics.functional.classification import binary_auroc, multilabel_auroc
 from torchmetrics.utilities import dim_zero_cat
 
 from miam.data.spec import TaskSpec
+
+#: the name of each task kind's score in tables and logs
+METRIC_NAMES = {"multilabel": "auroc_macro", "multiclass": "top1", "encounter": "topk"}
 
 
 def macro_auroc(preds: Tensor, target: Tensor) -> Tensor:
@@ -28,6 +38,8 @@ def macro_auroc(preds: Tensor, target: Tensor) -> Tensor:
     valid = (n_pos > 0) & (n_pos < target.shape[0])
     if not bool(valid.any()):
         return torch.tensor(0.5)
+    if int(valid.sum()) == 1:  # torchmetrics' multilabel AUROC needs >= 2 labels
+        return binary_auroc(preds[:, valid].float().reshape(-1), target[:, valid].reshape(-1), thresholds=None)
     per = multilabel_auroc(preds[:, valid].float(), target[:, valid], num_labels=int(valid.sum()),
                            average="none", thresholds=None)
     return per.mean()
@@ -52,10 +64,73 @@ class MacroAUROC(Metric):
         return macro_auroc(dim_zero_cat(self.preds), dim_zero_cat(self.target))
 
 
+def encounter_topk(preds: Tensor, target: Tensor, k: int | None = None) -> Tensor:
+    """SatBird's top-k per hotspot, for hotspots with at least one encountered species.
+
+    With ``k=None`` (SatBird's ``topk``), k_i = number of species with a non-zero rate at
+    hotspot i, and the score is |top-k_i predicted ∩ top-k_i observed| / k_i. With an
+    integer ``k`` (``top10``, ``top30``) the k highest predictions are compared with the
+    min(k_i, k) highest rates, divided by min(k_i, k) (RolnickLab/SatBird
+    ``src/losses/metrics.py::CustomTopK/CustomTop10/CustomTop30``), all hotspots at once.
+
+    Example:
+        >>> y = torch.tensor([[0.5, 0.2, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.9, 0.1, 0.3]])
+        >>> p = torch.tensor([[0.9, 0.1, 0.8, 0.0], [0.1, 0.2, 0.3, 0.4], [0.1, 0.8, 0.6, 0.7]])
+        >>> encounter_topk(p, y).tolist()  # hotspot 1 has no encounter: left out
+        [0.5, 1.0]
+    """
+    encountered = (target != 0).sum(dim=1)
+    n_true = encountered if k is None else encountered.clamp(max=k)
+    n_pred = n_true if k is None else torch.full_like(n_true, k)
+    pred_rank = preds.argsort(dim=1, descending=True, stable=True).argsort(dim=1)
+    true_rank = target.argsort(dim=1, descending=True, stable=True).argsort(dim=1)
+    hits = ((pred_rank < n_pred[:, None]) & (true_rank < n_true[:, None])).sum(dim=1)
+    valid = encountered > 0
+    return hits[valid].double() / n_true[valid].double()
+
+
+class EncounterTopK(Metric):
+    """:func:`encounter_topk` averaged over the hotspots of an epoch (sums synchronised across ranks)."""
+
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, k: int | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.k = k
+        self.add_state("correct", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        per = encounter_topk(preds.detach(), target.detach(), self.k)
+        self.correct += per.sum()
+        self.total += per.numel()
+
+    def compute(self) -> Tensor:
+        return (self.correct / self.total.clamp(min=1)).float()
+
+
+def encounter_scores(preds: Tensor, target: Tensor) -> dict[str, float]:
+    """SatBird's report: ``topk``, ``top10``, ``top30`` (higher is better), ``mae``, ``mse`` (lower is better).
+
+    Example:
+        >>> y = torch.tensor([[0.5, 0.0], [0.0, 1.0]])
+        >>> encounter_scores(torch.tensor([[0.5, 0.0], [0.0, 0.5]]), y)["mae"]
+        0.125
+    """
+    out = {name: float(encounter_topk(preds, target, k).mean()) for name, k in
+           (("topk", None), ("top10", 10), ("top30", 30))}
+    out["mae"] = float((preds - target).abs().mean())
+    out["mse"] = float(((preds - target) ** 2).mean())
+    return out
+
+
 def make_metric(task: TaskSpec) -> Metric:
-    """The task's score: macro AUROC (multilabel) or top-1 accuracy (multiclass)."""
+    """The task's score: macro AUROC (multilabel), top-1 accuracy (multiclass) or top-k (encounter)."""
     if task.kind == "multilabel":
         return MacroAUROC()
+    if task.kind == "encounter":
+        return EncounterTopK()
     return MulticlassAccuracy(num_classes=task.n_outputs, top_k=1, average="micro")
 
 
@@ -63,11 +138,15 @@ def task_score(logits: Tensor, target: Tensor, task: TaskSpec) -> float:
     """One-shot score of logits against targets."""
     if task.kind == "multilabel":
         return float(macro_auroc(torch.sigmoid(logits), target))
+    if task.kind == "encounter":
+        return float(encounter_topk(torch.sigmoid(logits), target).mean())
     return float((logits.argmax(dim=1) == target).float().mean())
 
 
 def chance_score(task: TaskSpec, target: Tensor) -> float:
-    """What a trivial predictor scores: 0.5 AUROC, or the majority class share."""
+    """What a trivial predictor scores: 0.5 AUROC, the majority class share, or the top-k of mean rates."""
     if task.kind == "multilabel":
         return 0.5
+    if task.kind == "encounter":
+        return float(encounter_topk(target.mean(dim=0).expand_as(target), target).mean())
     return float(torch.bincount(target, minlength=task.n_outputs).max() / len(target))

@@ -85,7 +85,7 @@ class MultimodalBatch:
             if not self.tokens[s.name].is_floating_point():
                 raise ShapeError(f"Expected `tokens[{s.name!r}]` floating point, got {self.tokens[s.name].dtype}.")
         if task is not None:
-            want_t = (b, task.n_outputs) if task.kind == "multilabel" else (b,)
+            want_t = (b, task.n_outputs) if task.per_output else (b,)
             if tuple(self.target.shape) != want_t:
                 raise ShapeError(f"Expected `target` {list(want_t)} for a {task.kind} task, "
                                  f"got {list(self.target.shape)}.")

@@ -70,8 +70,8 @@ class MultimodalDataset(Dataset):
                 raise ShapeError(f"Expected present[{s.name!r}] of shape {[n, s.n_tokens]}, got {list(pres.shape)}.")
             self.tokens[s.name] = values
             self.present[s.name] = pres
-        self.target = np.asarray(target, dtype=np.float32 if task.kind == "multilabel" else np.int64)
-        want_t = (n, task.n_outputs) if task.kind == "multilabel" else (n,)
+        self.target = np.asarray(target, dtype=np.float32 if task.per_output else np.int64)
+        want_t = (n, task.n_outputs) if task.per_output else (n,)
         if self.target.shape != want_t:
             raise ShapeError(f"Expected target of shape {list(want_t)} for a {task.kind} task, "
                              f"got {list(self.target.shape)}.")
@@ -120,7 +120,7 @@ class MultimodalDataset(Dataset):
     def positive_counts(self, indices: Any = None) -> Tensor:
         """Presences per species (multilabel) or samples per class (multiclass)."""
         t = self.target if indices is None else self.target[np.asarray(indices)]
-        if self.task.kind == "multilabel":
+        if self.task.per_output:
             return torch.from_numpy(t.sum(axis=0).astype(np.float64))
         return torch.bincount(torch.from_numpy(t), minlength=self.task.n_outputs).double()
 

@@ -20,7 +20,7 @@ MODALITY_KINDS = {
 }
 
 #: Tasks and the score the tracker and the evaluator use for them.
-TASK_KINDS = ("multilabel", "multiclass")
+TASK_KINDS = ("multilabel", "multiclass", "encounter")
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,9 @@ class TaskSpec:
     """What the model predicts.
 
     Args:
-        kind: ``"multilabel"`` (species presence, AUROC) or ``"multiclass"`` (top-1 accuracy).
-        n_outputs: species (multilabel) or classes (multiclass).
+        kind: ``"multilabel"`` (species presence, AUROC), ``"multiclass"`` (top-1 accuracy) or
+            ``"encounter"`` (per-species encounter rates in [0, 1], SatBird's top-k).
+        n_outputs: species (multilabel, encounter) or classes (multiclass).
         output_names: a name per output.
     """
 
@@ -124,6 +125,11 @@ class TaskSpec:
         if len(names) != self.n_outputs:
             raise InvalidParameterError(f"TaskSpec: expected {self.n_outputs} output_names, got {len(names)}.")
         object.__setattr__(self, "output_names", names)
+
+    @property
+    def per_output(self) -> bool:
+        """True when the target has one value per output (``[N, n_outputs]``), False for class labels."""
+        return self.kind != "multiclass"
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "n_outputs": self.n_outputs, "output_names": list(self.output_names)}

@@ -14,7 +14,7 @@ from torch import Tensor
 from miam.data.batch import MultimodalBatch
 from miam.data.spec import ModalitySpec, TaskSpec
 from miam.errors import InvalidParameterError, ShapeError
-from miam.scores import task_score
+from miam.scores import METRIC_NAMES, task_score
 
 Subset = Sequence[str] | Tensor
 
@@ -138,7 +138,7 @@ class SubsetEvaluator:
         """A tidy table (subset, n_modalities, metric, value, n); default: all non-empty subsets."""
         subsets = all_subsets(self.names) if subsets is None else list(subsets)
         values = self.scores(data, subsets)
-        metric = "auroc_macro" if self.task.kind == "multilabel" else "top1"
+        metric = METRIC_NAMES[self.task.kind]
         n = len(data) if hasattr(data, "__len__") and not isinstance(data, MultimodalBatch) else None
         rows = []
         for sub, v in zip(subsets, values.tolist()):

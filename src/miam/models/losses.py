@@ -1,4 +1,5 @@
-"""Task losses: the "full weighted loss" for species presence, cross-entropy for classes."""
+"""Task losses: the "full weighted loss" for species presence, cross-entropy for classes,
+binary cross-entropy on soft targets for encounter rates (SatBird's default "CE" loss)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,12 @@ def full_weighted_bce(logits: Tensor, target: Tensor, weights: Tensor) -> Tensor
 
 
 class TaskLoss(nn.Module):
-    """Loss for a task kind; the species weights are a buffer, so they travel in checkpoints."""
+    """Loss for a task kind; the species weights are a buffer, so they travel in checkpoints.
+
+    ``"encounter"`` targets are rates in [0, 1]: the loss is SatBird's "CE",
+    ``mean[-y log s - (1 - y) log(1 - s)]`` over hotspots x species (RolnickLab/SatBird
+    ``src/losses/losses.py::CustomCrossEntropyLoss``), written with logits so it stays finite.
+    """
 
     def __init__(self, kind: str, positive_counts: Tensor | None = None, n_samples: int = 1,
                  weighted: bool = True) -> None:
@@ -40,6 +46,8 @@ class TaskLoss(nn.Module):
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         if self.kind == "multiclass":
             return F.cross_entropy(logits, target)
+        if self.kind == "encounter":
+            return F.binary_cross_entropy_with_logits(logits, target)
         if not self.weighted:
             return F.binary_cross_entropy_with_logits(logits, target)
         return full_weighted_bce(logits, target, self.weights)

@@ -123,7 +123,7 @@ class MiamModule(L.LightningModule):
     def _view_step(self, batch: MultimodalBatch, metrics: nn.ModuleList) -> None:
         logits = self.model.forward_subsets(batch, self.view_masks)
         for metric, lg in zip(metrics, logits):
-            metric.update(torch.sigmoid(lg) if self.task.kind == "multilabel" else lg, batch.target)
+            metric.update(torch.sigmoid(lg) if self.task.per_output else lg, batch.target)
 
     def validation_step(self, batch: MultimodalBatch, batch_idx: int) -> None:
         self._view_step(batch, self.val_metrics)
