@@ -48,7 +48,7 @@ def build_module(cfg: RunConfig, dataset: MultimodalDataset) -> MiamModule:
     return MiamModule(
         specs=[s.to_dict() for s in dataset.specs],
         task=dataset.task.to_dict(),
-        model={k: v for k, v in vars(cfg.model).items()},
+        model=vars(cfg.model),
         masking=vars(cfg.masking),
         optim=vars(cfg.optim),
         groups=cfg.data.groups,
@@ -68,9 +68,39 @@ def _logger(cfg: RunConfig, out: Path) -> Any:
     raise ConfigError(f"trainer.logger must be 'csv' or 'tensorboard', got {cfg.trainer.logger!r}.")
 
 
+class PortableCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose saved state holds file names, not this machine's absolute paths.
+
+    Lightning stores ``dirpath`` and ``best_model_path`` in every checkpoint; a run folder
+    moved to another machine would then point nowhere. Paths are stored relative to the
+    checkpoint folder and re-anchored on load.
+    """
+
+    _PATH_KEYS = ("best_model_path", "last_model_path", "kth_best_model_path")
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["dirpath"] = "."
+        for key in self._PATH_KEYS:
+            if state.get(key):
+                state[key] = Path(state[key]).name
+        state["best_k_models"] = {Path(k).name: v for k, v in state.get("best_k_models", {}).items()}
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        base = Path(self.dirpath or ".")
+        state["dirpath"] = self.dirpath
+        for key in self._PATH_KEYS:
+            if state.get(key):
+                state[key] = str(base / state[key])
+        state["best_k_models"] = {str(base / k): v for k, v in state.get("best_k_models", {}).items()}
+        super().load_state_dict(state)
+
+
 def make_trainer(cfg: RunConfig, out: Path, extra_callbacks: list | None = None) -> L.Trainer:
     t = cfg.trainer
-    checkpoint = ModelCheckpoint(dirpath=str(out / "checkpoints"), filename="best", monitor="val/selection",
+    checkpoint = PortableCheckpoint(dirpath=str(out / "checkpoints"), filename="best", monitor="val/selection",
                                  mode="max", save_last=True, auto_insert_metric_name=False)
     callbacks = [ImbalanceFeedback(), checkpoint,
                  EarlyStopping(monitor="val/selection", mode="max", patience=t.patience)]
@@ -118,6 +148,9 @@ def test_subsets(result: TrainResult, batch_size: int = 512) -> pd.DataFrame:
     module = result.module.to(torch.device("cpu"))
     evaluator = SubsetEvaluator(module.model, module.task, module.hparams.get("groups"), batch_size=batch_size)
     return evaluator.evaluate(result.dataset.split("test"), all_subsets(evaluator.names))
+
+
+test_subsets.__test__ = False  # a library function, not a pytest test
 
 
 def summarize(result: TrainResult, table: pd.DataFrame) -> dict[str, float]:

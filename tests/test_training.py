@@ -1,0 +1,106 @@
+"""Real training on the synthetic data: it learns, MIAM's feedback moves, resume is exact."""
+
+import numpy as np
+import pytest
+import torch
+
+from miam.config import from_dict
+from miam.data.synthetic import make_dataset
+from miam.scores import chance_score
+from miam.training import MiamModule
+from miam.training.run import summarize, test_subsets, train
+
+SMALL_MODEL = {"d_model": 32, "depth": 1, "heads": 4, "dropout": 0.1}
+
+
+def config(tmp_path, **sections):
+    base = {"model": SMALL_MODEL, "trainer": {"max_epochs": 3, "progress_bar": False, "patience": 50,
+                                              "accelerator": "cpu"},
+            "data": {"batch_size": 64}, "out_dir": str(tmp_path / "run")}
+    for k, v in sections.items():
+        base[k] = {**base.get(k, {}), **v} if isinstance(v, dict) else v
+    return from_dict(base)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return make_dataset(seed=0, n_sites=1500, n_species=12, missing={"satellite": 0.1})
+
+
+@pytest.fixture(scope="module")
+def miam_run(dataset, tmp_path_factory):
+    cfg = config(tmp_path_factory.mktemp("miam"), trainer={"max_epochs": 6},
+                 model={"d_model": 48, "heads": 4, "depth": 2}, masking={"window": 3})
+    return train(cfg, dataset=dataset)
+
+
+def test_model_learns_and_beats_a_trivial_predictor(miam_run, dataset):
+    table = test_subsets(miam_run)
+    s = summarize(miam_run, table)
+    test_target = torch.as_tensor(dataset.target[dataset.splits["test"]])
+    assert chance_score(dataset.task, test_target) == 0.5
+    assert s["full"] > 0.65, s
+    assert s["env"] > 0.6 and s["satellite"] > 0.55, s
+    assert len(table) == 7 and table["value"].between(0, 1).all()
+
+
+def test_miam_weights_mask_the_easy_modality_more(miam_run):
+    traj = miam_run.trajectory()
+    assert traj["epoch"].nunique() == 6
+    w = traj.pivot(index="epoch", columns="modality", values="w")
+    rho_s = traj.pivot(index="epoch", columns="modality", values="rho_s")
+    # before two epochs of scores, w = 1
+    assert (w.iloc[0] == 1).all()
+    # the easy modality is the strongest alone from the second epoch on ...
+    assert (rho_s["env"].iloc[1:] > 1).all(), rho_s
+    # ... and, strong and settled, it is masked more: geometric mean of w over later epochs
+    log_w = np.log(w.iloc[2:])
+    assert log_w["env"].mean() > 0, w
+    assert log_w["env"].mean() > log_w["satellite"].mean(), w
+    # the (best checkpoint's) strategy holds what its tracker computed
+    module = miam_run.module
+    assert torch.allclose(module.strategy.current_weights().double(), module.tracker.weights_, rtol=1e-6)
+
+
+def test_reloaded_checkpoint_predicts_the_same_and_holds_no_machine_path(miam_run, dataset):
+    path = miam_run.best_checkpoint
+    reloaded = MiamModule.load_from_checkpoint(path, map_location="cpu").eval()
+    again = MiamModule.load_from_checkpoint(path, map_location="cpu").eval()
+    batch = dataset.split("test").__getitems__(list(range(64)))
+    with torch.no_grad():
+        assert torch.equal(reloaded(batch), again(batch))
+        assert torch.allclose(reloaded(batch), miam_run.module.eval()(batch), atol=1e-6)
+    # the tracker and strategy state travel with the checkpoint
+    assert reloaded.tracker.history_.shape[1] == 3
+    with open(path, "rb") as f:
+        raw = f.read()
+    assert str(miam_run.out_dir.resolve()).encode() not in raw
+
+
+def test_resume_continues_exactly(dataset, tmp_path):
+    small = make_dataset(seed=2, n_sites=500, n_species=6)
+    full = train(config(tmp_path / "a", trainer={"max_epochs": 4}), dataset=small)
+    cfg_b = config(tmp_path / "b", trainer={"max_epochs": 2})
+    train(cfg_b, dataset=small)
+    resumed = train(cfg_b.replace(trainer={"max_epochs": 4}), dataset=small, resume=True)
+    assert resumed.epochs == full.epochs == 4
+    a = torch.load(full.last_checkpoint, weights_only=False)
+    b = torch.load(resumed.last_checkpoint, weights_only=False)
+    assert a["global_step"] == b["global_step"]
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    assert torch.equal(a["miam"]["tracker"]["history_"], b["miam"]["tracker"]["history_"])
+    assert torch.equal(a["miam"]["tracker"]["weights_"], b["miam"]["tracker"]["weights_"])
+
+
+def test_dropout_strategy_and_drop_mode_train(dataset, tmp_path):
+    r = train(config(tmp_path, masking={"strategy": "dropout"}, model={"hidden": "drop"},
+                     trainer={"max_epochs": 1}), dataset=dataset)
+    assert torch.isfinite(torch.tensor(summarize(r, test_subsets(r))["full"]))
+
+
+def test_multiclass_task_trains(tmp_path):
+    ds = make_dataset(seed=0, n_sites=600, n_species=5, task="multiclass")
+    r = train(config(tmp_path, trainer={"max_epochs": 2}), dataset=ds)
+    s = summarize(r, test_subsets(r))
+    assert 0 <= s["full"] <= 1
