@@ -35,6 +35,14 @@ class DatasetNotFoundError(MiamError, FileNotFoundError):
         super().__init__(msg)
 
 
+class DataFormatError(MiamError, ValueError):
+    """A published file whose content does not have the published layout; names the file and row."""
+
+
+class StaleCacheError(MiamError, RuntimeError):
+    """A prepared cache built from other raw files or options than those on disk now."""
+
+
 def format_choices(choices: Iterable[Any]) -> str:
     return "{" + ", ".join(repr(c) for c in sorted(choices, key=str)) + "}"
 
