@@ -1,0 +1,97 @@
+"""Cost of MIAM's masking and of the per-modality validation, measured in one run.
+
+For both ``hidden`` modes (mask token / dropped tokens), prints
+  * MIAM training step (draw p, token mask, forward, backward, AdamW step) / the same
+    step with no masking (every present token visible);
+  * all M unimodal validation passes (batched in one forward) / one full validation pass,
+    and the same M passes run one by one / one full pass.
+
+    python benchmarks/step.py                 # paper-size model (width 192, 3 layers, 8 heads)
+    python benchmarks/step.py --d-model 64 --depth 2 --heads 4 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from miam.data.synthetic import make_dataset
+from miam.masking import get_strategy, token_mask
+from miam.models import TaskLoss, TokenModel
+
+
+def timeit(fn, repeats: int, device: torch.device) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--d-model", type=int, default=192)
+    ap.add_argument("--depth", type=int, default=3)
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--eval-batch-size", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    ds = make_dataset(seed=0, n_sites=2000)
+    batch = ds.__getitems__(list(range(args.batch_size))).to(device)
+    eval_batch = ds.__getitems__(list(range(args.eval_batch_size))).to(device)
+    names = ds.modalities
+    print(f"device {device}, width {args.d_model}, depth {args.depth}, heads {args.heads}, "
+          f"batch {args.batch_size}, tokens {sum(s.n_tokens for s in ds.specs)} over {len(names)} modalities")
+    print(f"{'hidden':8s} {'step ms':>8s} {'no-mask ms':>10s} {'ratio':>6s} | {'full val ms':>11s} "
+          f"{'M uni batched':>13s} {'ratio':>6s} {'M uni loop':>10s} {'ratio':>6s}")
+    for hidden in ("replace", "drop"):
+        torch.manual_seed(0)
+        model = TokenModel(ds.specs, ds.task, args.d_model, args.depth, args.heads, hidden=hidden).to(device)
+        loss_fn = TaskLoss("multilabel", torch.as_tensor(ds.target.sum(0)), len(ds)).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        strategy = get_strategy("miam", names)
+        gen = torch.Generator(device=device).manual_seed(0)
+        token_modality = model.token_modality
+        present = batch.present_flat(names)
+
+        def step(masked: bool) -> None:
+            visible = present
+            if masked:
+                p = strategy.sample(batch.batch_size, gen)
+                visible = token_mask(p, present, gen, token_modality)
+            loss = loss_fn(model(batch, visible), batch.target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        t_miam = timeit(lambda: step(True), args.repeats, device)
+        t_plain = timeit(lambda: step(False), args.repeats, device)
+        model.eval()
+        t_total = model.n_tokens
+        uni = torch.stack([token_modality == i for i in range(len(names))])
+        full = torch.ones(1, t_total, dtype=torch.bool, device=device)
+        with torch.no_grad():
+            t_full = timeit(lambda: model.forward_subsets(eval_batch, full), args.repeats, device)
+            t_uni = timeit(lambda: model.forward_subsets(eval_batch, uni), args.repeats, device)
+            t_loop = timeit(lambda: [model(eval_batch, m.expand(eval_batch.batch_size, -1)) for m in uni],
+                            args.repeats, device)
+        print(f"{hidden:8s} {t_miam * 1e3:8.1f} {t_plain * 1e3:10.1f} {t_miam / t_plain:6.2f} | "
+              f"{t_full * 1e3:11.1f} {t_uni * 1e3:13.1f} {t_uni / t_full:6.2f} {t_loop * 1e3:10.1f} "
+              f"{t_loop / t_full:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
