@@ -112,6 +112,8 @@ class MiamModule(L.LightningModule):
         torch.manual_seed(step_seed(self.seed, self.global_step, 10_000 + self.global_rank))
 
     def training_step(self, batch: MultimodalBatch, batch_idx: int) -> Tensor:
+        if batch_idx == 0:  # once an epoch: a loader that breaks the contract fails with a named field
+            batch.validate(self.specs, self.task)
         visible = self.draw_visible(batch)
         logits = self.model(batch, visible)
         loss = self.loss_fn(logits, batch.target)
