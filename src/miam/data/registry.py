@@ -41,3 +41,8 @@ def _load_builtins() -> None:
     if "synthetic" not in _BUILDERS:
         from miam.data import synthetic
         register_dataset("synthetic")(synthetic.make_dataset)
+    if "geoplant" not in _BUILDERS:
+        from miam.data import geoplant, satbird, taxabench
+        register_dataset("geoplant")(geoplant.load_geoplant)
+        register_dataset("taxabench")(taxabench.load_taxabench)
+        register_dataset("satbird")(satbird.load_satbird)
