@@ -44,7 +44,7 @@ def write(root: str | Path, seed: int = 0, n_surveys: int = 48, n_species: int =
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
-    ids = np.sort(rng.choice(np.arange(1000, 3_919_655), n_surveys - 1, replace=False))
+    ids = np.sort(1000 + rng.choice(3_919_655 - 1000, n_surveys - 1, replace=False))
     ids = np.concatenate([[212], ids])                               # a 3-digit id
     lon = rng.uniform(5.0, 6.5, n_surveys)
     lat = rng.uniform(45.0, 46.0, n_surveys)

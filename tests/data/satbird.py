@@ -36,7 +36,7 @@ def write(root: str | Path, seed: int = 0, n_hotspots: int = 36, n_species: int 
     "env", "no_image", "no_target", "nan_image"}``."""
     root = Path(root)
     rng = np.random.default_rng(seed)
-    hotspots = np.array([f"L{n}" for n in rng.choice(np.arange(100_000, 9_999_999), n_hotspots, replace=False)])
+    hotspots = np.array([f"L{n}" for n in 100_000 + rng.choice(9_899_999, n_hotspots, replace=False)])
     split = np.array(["train"] * n_hotspots, dtype=object)
     split[n_hotspots * 7 // 10: n_hotspots * 85 // 100] = "valid"
     split[n_hotspots * 85 // 100:] = "test"

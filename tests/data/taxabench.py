@@ -29,7 +29,7 @@ def write(root: str | Path, seed: int = 0, per_species: int = 12, dim: int = 512
     rng = np.random.default_rng(seed)
     names = np.array([s for s in SPECIES for _ in range(per_species)] + [RARE] * 3)
     n = len(names)
-    ids = rng.choice(np.arange(22_600, 207_000_000), n, replace=False)
+    ids = 22_600 + rng.choice(207_000_000 - 22_600, n, replace=False)
     lat, lon = rng.uniform(-40, 60, n), rng.uniform(-120, 150, n)
     at_sea = int(ids[2])
     table = pd.DataFrame({
