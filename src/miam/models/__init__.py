@@ -10,15 +10,16 @@ from torch import nn
 from miam.data.spec import ModalitySpec, TaskSpec
 from miam.errors import check_choice
 from miam.models.losses import TaskLoss, full_weighted_bce
+from miam.models.late_fusion import LateFusionModel
 from miam.models.token_model import TokenModel
 
-ARCHITECTURES = {"token": TokenModel}
+ARCHITECTURES = {"token": TokenModel, "late_fusion": LateFusionModel}
 
 
 def build_model(specs: Sequence[ModalitySpec], task: TaskSpec, architecture: str = "token", **params: Any) -> nn.Module:
-    """The model named by ``architecture`` (``token``), built for these modalities and task."""
+    """The model named by ``architecture`` (``token`` or ``late_fusion``), built for these modalities and task."""
     check_choice("build_model", "architecture", architecture, ARCHITECTURES)
     return ARCHITECTURES[architecture](specs, task, **params)
 
 
-__all__ = ["ARCHITECTURES", "TaskLoss", "TokenModel", "build_model", "full_weighted_bce"]
+__all__ = ["ARCHITECTURES", "LateFusionModel", "TaskLoss", "TokenModel", "build_model", "full_weighted_bce"]
