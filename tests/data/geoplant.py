@@ -32,11 +32,13 @@ def patch_path(folder: Path, survey_id: int) -> Path:
 
 
 def write(root: str | Path, seed: int = 0, n_surveys: int = 48, n_species: int = 12, n_images: int | None = None,
-          progress: bool = False) -> dict:
+          species_per_survey: float | None = None, progress: bool = False) -> dict:
     """Write the tree under ``root``; return the truth the tests compare against.
 
     Args:
         n_images: write patches for the first ``n_images`` surveys only (the benchmark's shortcut).
+        species_per_survey: mean species per survey with Zipf-like prevalences (GeoPlant: ~17 of
+            5,016); default: prevalences spread evenly from 0.05 to 0.6.
 
     Returns:
         ``{"survey_ids", "species" (survey -> sorted species ids), "env" (DataFrame indexed by
@@ -50,7 +52,10 @@ def write(root: str | Path, seed: int = 0, n_surveys: int = 48, n_species: int =
     lat = rng.uniform(45.0, 46.0, n_surveys)
     species_ids = np.sort(rng.choice(np.arange(2, 11255), n_species, replace=False))
     prevalence = np.linspace(0.05, 0.6, n_species)
-    present = rng.uniform(size=(n_surveys, n_species)) < prevalence
+    if species_per_survey is not None:
+        zipf = 1.0 / np.arange(1, n_species + 1) ** 0.9
+        prevalence = np.minimum(0.9, rng.permutation(zipf) * species_per_survey / zipf.sum())
+    present = rng.uniform(size=(n_surveys, n_species)).astype(np.float32) < prevalence
     present[~present.any(1), -1] = True                              # every survey lists >= 1 species
     rows, cols = np.nonzero(present)
     meta = pd.DataFrame({

@@ -144,7 +144,8 @@ class RawSource(ABC):
 
     @abstractmethod
     def fill(self, start: int, stop: int) -> dict[str, np.ndarray]:
-        """Rows ``[start, stop)`` of every array of :meth:`layout` (``tokens/<m>``, ``present/<m>``, ``target``)."""
+        """Rows ``[start, stop)`` of every array of :meth:`layout` (``tokens/<m>``, ``present/<m>``, ``target``);
+        :func:`prepare` zeroes the tokens that are not present."""
 
     @abstractmethod
     def rows(self) -> dict[str, np.ndarray]:
@@ -240,13 +241,17 @@ class _RunningStats:
                 self.sums[s.name] = [np.zeros(shape), np.zeros(shape), np.zeros(shape)]
 
     def update(self, name: str, values: np.ndarray, present: np.ndarray) -> None:
-        x = values.astype(np.float64)
-        keep = present.reshape(*present.shape, *([1] * (x.ndim - 2)))
-        x = np.where(keep, x, 0.0)
-        ones = np.broadcast_to(keep, x.shape).astype(np.float64)
+        """Add a chunk whose absent tokens hold zeros."""
         axes = (0, *self.axes[name])
-        for acc, v in zip(self.sums[name], (ones, x, x * x)):
-            acc += v.sum(axis=axes, keepdims=True)[0]
+        x = values.astype(np.float32, copy=False)
+        n, s1, s2 = self.sums[name]
+        s1 += x.sum(axis=axes, keepdims=True, dtype=np.float64)[0]
+        s2 += np.square(x).sum(axis=axes, keepdims=True, dtype=np.float64)[0]
+        per_token = present.sum(axis=0).astype(np.float64).reshape(present.shape[1], *([1] * (x.ndim - 2)))
+        if 1 in axes:
+            per_token = per_token.sum(axis=0, keepdims=True)
+        reduced = int(np.prod([x.shape[a] for a in axes if a >= 2]))
+        n += np.broadcast_to(per_token * reduced, n.shape)
 
     def finish(self) -> dict[str, dict[str, Any]]:
         out = {}
@@ -346,10 +351,11 @@ def prepare(
             if pool is not None:
                 _replay_warnings(Report.from_dict(chunk_report))
             report.merge(Report.from_dict(chunk_report))
+            for s in source.specs:  # a hidden token holds zeros, never a partial value
+                chunk[f"tokens/{s.name}"][~chunk[f"present/{s.name}"]] = 0
+                stats.update(s.name, chunk[f"tokens/{s.name}"], chunk[f"present/{s.name}"])
             for k, arr in arrays.items():
                 arr[a:b] = chunk[k]
-            for s in source.specs:
-                stats.update(s.name, chunk[f"tokens/{s.name}"], chunk[f"present/{s.name}"])
             for arr in arrays.values():
                 arr.flush()
             state.update(rows_done=b, stats=stats.state(), report=report.to_dict())
