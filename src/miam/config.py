@@ -42,7 +42,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    #: ``token`` (one transformer over all tokens)
+    #: ``token`` (one transformer over all tokens) or ``late_fusion`` (an encoder and a head per modality)
     architecture: str = "token"
     d_model: int = 192
     depth: int = 3
@@ -58,6 +58,8 @@ class ModelConfig:
     sigma: float = 0.01
     #: the "full weighted loss" for multilabel tasks (False: plain BCE)
     weighted_loss: bool = True
+    #: late_fusion only: ``sum``, ``mean``, ``concat`` or ``entropy`` (None: ``sum``, or what ``balance`` needs)
+    fusion: str | None = None
 
 
 @dataclass
@@ -99,12 +101,22 @@ class TrainerConfig:
 
 
 @dataclass
+class BalanceConfig:
+    #: a balancing method of the related work (:func:`miam.balance.list_methods`), or None;
+    #: ``balance: ogm_ge`` is short for ``balance: {method: ogm_ge}``
+    method: str | None = None
+    #: the method's parameters (``alpha``, ``tau``, ...)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    balance: BalanceConfig = field(default_factory=BalanceConfig)
     #: output folder: checkpoints, logs, reports
     out_dir: str = "miam_runs/run"
 
@@ -124,7 +136,7 @@ class RunConfig:
 
 _SECTIONS = {f.name: f.type for f in fields(RunConfig)}
 _SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "masking": MaskingConfig,
-                    "optim": OptimConfig, "trainer": TrainerConfig}
+                    "optim": OptimConfig, "trainer": TrainerConfig, "balance": BalanceConfig}
 
 
 def from_dict(d: Mapping[str, Any], source: str = "config") -> RunConfig:
@@ -137,6 +149,8 @@ def from_dict(d: Mapping[str, Any], source: str = "config") -> RunConfig:
     kwargs: dict[str, Any] = {}
     for name, cls in _SECTION_CLASSES.items():
         values = d.get(name) or {}
+        if name == "balance" and isinstance(values, str):
+            values = {"method": values}
         if not isinstance(values, Mapping):
             raise ConfigError(f"{source}: section {name!r} must be a mapping, got {values!r}.")
         valid = [f.name for f in fields(cls)]
@@ -144,6 +158,10 @@ def from_dict(d: Mapping[str, Any], source: str = "config") -> RunConfig:
         if bad:
             raise ConfigError(f"{source}: unknown key(s) {bad} in section {name!r}; valid keys are {valid}.")
         kwargs[name] = cls(**copy.deepcopy(dict(values)))
+    if kwargs["balance"].method is not None:
+        from miam.balance.methods import method_class
+
+        method_class(kwargs["balance"].method).check_params(kwargs["balance"].params)
     if "out_dir" in d:
         kwargs["out_dir"] = str(d["out_dir"])
     return RunConfig(**kwargs)

@@ -5,14 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import math
+
 import lightning as L
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from miam.balance import ImbalanceTracker
+from miam.balance import ImbalanceTracker, get_method
+from miam.balance.methods import StepContext, configure_model
 from miam.data.batch import MultimodalBatch
 from miam.data.spec import ModalitySpec, TaskSpec
+from miam.errors import ConfigError
 from miam.explain.subsets import token_groups
 from miam.masking import get_strategy, token_mask
 from miam.models import TaskLoss, build_model
@@ -43,6 +47,11 @@ class MiamModule(L.LightningModule):
         groups: optional ``{group: [modalities]}``: the units of masking and feedback.
         positive_counts, n_train: training-set class counts for the weighted loss.
         seed: the run's seed; every step's randomness derives from (seed, step, rank).
+        balance: optional ``{"method": name, "params": {...}}``: a balancing method of the
+            related work (:func:`miam.balance.get_method`); its hooks set the loss, modulate
+            gradients, set learning-rate groups, act after each validation epoch or take
+            the whole optimiser step (methods with ``manual_optimization``). None: plain
+            training with the masking strategy.
     """
 
     def __init__(
@@ -56,6 +65,7 @@ class MiamModule(L.LightningModule):
         positive_counts: Sequence[float] | None = None,
         n_train: int = 1,
         seed: int = 0,
+        balance: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -63,7 +73,14 @@ class MiamModule(L.LightningModule):
         self.task = TaskSpec.from_dict(task)
         model = dict(model or {})
         weighted = model.pop("weighted_loss", True)
-        self.model = build_model(self.specs, self.task, **model)
+        self.balance = None
+        if balance is not None:
+            if groups:
+                raise ConfigError("Balancing methods act on one encoder per modality: data.groups cannot be "
+                                  "combined with a balance method.")
+            self.balance = get_method(balance["method"], [s.name for s in self.specs],
+                                      **dict(balance.get("params") or {}))
+        self.model = build_model(self.specs, self.task, **configure_model(model, self.task, self.balance))
         self.group_names, token_group = token_groups(self.specs, groups)
         self.register_buffer("token_group", token_group, persistent=False)
         m = len(self.group_names)
@@ -87,6 +104,10 @@ class MiamModule(L.LightningModule):
         self.seed = seed
         self.trajectory_: list[dict[str, Any]] = []
         self._generators: dict[str, torch.Generator] = {}
+        self.val_scores_: dict[str, float] = {}
+        if self.balance is not None:
+            self.balance_parts = self.balance.setup(self.model)
+            self.automatic_optimization = not self.balance.manual_optimization
 
     @property
     def view_names(self) -> list[str]:
@@ -115,12 +136,44 @@ class MiamModule(L.LightningModule):
         if batch_idx == 0:  # once an epoch: a loader that breaks the contract fails with a named field
             batch.validate(self.specs, self.task)
         visible = self.draw_visible(batch)
-        logits = self.model(batch, visible)
-        loss = self.loss_fn(logits, batch.target)
+        if self.balance is None:
+            logits = self.model(batch, visible)
+            loss = self.loss_fn(logits, batch.target)
+        else:
+            loss = self._balanced_loss(batch, batch_idx, visible)
         b = batch.batch_size
         self.log("train/loss", loss, prog_bar=True, batch_size=b)
         self.log("train/visible", visible.float().mean(), batch_size=b)
         return loss
+
+    def step_context(self, batch_idx: int = 0) -> StepContext:
+        """Where training stands, for the balancing method's hooks."""
+        trainer = self._trainer
+        n = None if trainer is None else trainer.num_training_batches
+        return StepContext(epoch=self.current_epoch, step=self.global_step,
+                           max_epochs=None if trainer is None else trainer.max_epochs, batch_index=batch_idx,
+                           n_batches=int(n) if n is not None and math.isfinite(n) else None)
+
+    def _balanced_loss(self, batch: MultimodalBatch, batch_idx: int, visible: Tensor) -> Tensor:
+        """The balancing method's loss, or its whole step when it optimises manually."""
+        ctx = self.step_context(batch_idx)
+        if self.automatic_optimization:
+            loss = self.balance.training_loss(self.model, batch, visible, self.loss_fn, ctx)
+        else:
+            loss = self.balance.manual_step(self.model, batch, visible, self.loss_fn, self.optimizers(),
+                                            self.manual_backward, ctx)
+        for key, value in self.balance.stats().items():
+            self.log(f"balance/{key}", value, batch_size=batch.batch_size)
+        return loss
+
+    def on_after_backward(self) -> None:
+        if self.balance is not None:
+            self.balance.after_backward(self.model, self.step_context())
+
+    def on_validation_epoch_end(self) -> None:
+        # Runs after the callbacks' hook, so ImbalanceFeedback has computed this epoch's view scores.
+        if self.balance is not None and self.val_scores_ and self.trainer.optimizers:
+            self.balance.epoch_end(self.val_scores_, self.trainer.optimizers[0], self.step_context())
 
     def _view_step(self, batch: MultimodalBatch, metrics: nn.ModuleList) -> None:
         logits = self.model.forward_subsets(batch, self.view_masks)
@@ -139,6 +192,8 @@ class MiamModule(L.LightningModule):
         scores = {name: float(metric.compute()) for name, metric in zip(self.view_names, metrics)}
         for metric in metrics:
             metric.reset()
+        if stage == "val":
+            self.val_scores_ = dict(scores)
         return scores
 
     def log_scores(self, stage: str, scores: Mapping[str, float]) -> None:
@@ -150,13 +205,15 @@ class MiamModule(L.LightningModule):
         self.log_scores("test", self.view_scores("test"))
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.optim["lr"], weight_decay=self.optim["weight_decay"])
+        params = self.parameters() if self.balance is None else self.balance.param_groups(self.model, self.balance_parts)
+        return torch.optim.AdamW(params, lr=self.optim["lr"], weight_decay=self.optim["weight_decay"])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["miam"] = {
             "tracker": None if self.tracker is None else self.tracker.state_dict(),
             "strategy": self.strategy.state_dict(),
             "trajectory": list(self.trajectory_),
+            "balance": None if self.balance is None else self.balance.state_dict(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -165,3 +222,5 @@ class MiamModule(L.LightningModule):
             self.tracker.load_state_dict(state["tracker"])
         self.strategy.load_state_dict(state.get("strategy", {}))
         self.trajectory_ = list(state.get("trajectory", []))
+        if self.balance is not None and state.get("balance") is not None:
+            self.balance.load_state_dict(state["balance"])

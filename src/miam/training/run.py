@@ -55,6 +55,7 @@ def build_module(cfg: RunConfig, dataset: MultimodalDataset) -> MiamModule:
         positive_counts=train.positive_counts().tolist(),
         n_train=len(train),
         seed=cfg.trainer.seed,
+        balance=vars(cfg.balance) if cfg.balance.method else None,
     )
 
 

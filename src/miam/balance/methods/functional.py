@@ -1,0 +1,83 @@
+"""Pure tensor maths shared by the balancing methods (ALGORITHM.md, "Balancing methods")."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def unimodal_scores(unimodal: Tensor, target: Tensor, kind: str) -> Tensor:
+    """s_m per modality from unimodal logits ``[M, B, C]`` (detached), ``[M]``.
+
+    * multiclass: the batch sum of the true-class probability, sum_b softmax(z_m,b)[y_b]
+      (OGM-GE's score);
+    * multilabel: for each species with at least one positive and one negative in the
+      batch, mean sigmoid(z_m) over its positives minus over its negatives; then the
+      mean over those species (0 if none). In [-1, 1], 0 at chance: a soft, per-species
+      ("macro") discrimination score, the counterpart of the macro AUROC used for
+      validation. Pooling all (sample, species) pairs instead would reward a modality
+      that only learned each species' prevalence. Encounter rates (soft targets in
+      [0, 1]) use the same formula with the rates as weights.
+
+    Example:
+        >>> z = torch.tensor([[[2.0, 0.0], [0.0, 2.0]]])       # one modality, 2 samples
+        >>> round(float(unimodal_scores(z, torch.tensor([0, 1]), "multiclass")[0]), 4)
+        1.7616
+    """
+    z = unimodal.detach().float()
+    if kind == "multiclass":
+        p = torch.softmax(z, dim=-1)
+        idx = target.long().view(1, -1, 1).expand(z.shape[0], -1, 1)
+        return p.gather(-1, idx).squeeze(-1).sum(dim=1)
+    y = target.float().unsqueeze(0)
+    p = torch.sigmoid(z)
+    n_pos, n_neg = y.sum(dim=1), (1 - y).sum(dim=1)
+    diff = (p * y).sum(dim=1) / n_pos.clamp_min(1) - (p * (1 - y)).sum(dim=1) / n_neg.clamp_min(1)
+    valid = ((n_pos > 0) & (n_neg > 0)).float()
+    return (diff * valid).sum(dim=-1) / valid.sum(dim=-1).clamp_min(1)
+
+
+def positive_scores(scores: Tensor, kind: str) -> Tensor:
+    """Scores on a positive scale for ratios: per-output s in [-1, 1] -> (1 + s) / 2 in [0, 1]
+    (chance 1/2, as AUROC); multiclass scores pass through."""
+    return scores if kind == "multiclass" else (1 + scores) / 2
+
+
+def ratio_to_others(scores: Tensor, floor: float = 1e-12) -> Tensor:
+    """rho_m = mean_{j != m} s_m / s_j, ``[M]`` (M = 2: OGM-GE's ratio s_m / s_other).
+
+    Example:
+        >>> ratio_to_others(torch.tensor([0.8, 0.4, 0.2])).tolist()
+        [3.0, 0.75, 0.375]
+    """
+    s = scores.to(torch.float64).clamp_min(floor)
+    ratio = s.unsqueeze(1) / s.unsqueeze(0)
+    return ((ratio.sum(dim=1) - 1.0) / (len(s) - 1)).to(scores.dtype)
+
+
+def shapley_matrix(n: int) -> tuple[Tensor, Tensor]:
+    """The 2^n subsets as bool rows ``[2^n, n]`` (row k holds modality i iff bit i of k is set) and the matrix ``W [n, 2^n]`` with
+    phi = W v: the exact Shapley values of a game given by its values v on those subsets.
+
+    W[m, S] = w(|S| - 1) if m in S, else -w(|S|), with w(k) = k! (n - k - 1)! / n!.
+
+    Example:
+        >>> subsets, w = shapley_matrix(2)
+        >>> v = torch.tensor([0.0, 0.6, 0.2, 1.0], dtype=torch.float64)  # {}, {a}, {b}, {a, b}
+        >>> (w @ v).tolist()  # a: (0.6 + (1.0 - 0.2)) / 2
+        [0.7, 0.3]
+    """
+    subsets = torch.tensor([[bool((k >> i) & 1) for i in range(n)] for k in range(2 ** n)])
+    size = subsets.sum(dim=1)
+    weight = torch.tensor([math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n) for k in range(n)],
+                          dtype=torch.float64)
+    inside = weight[(size - 1).clamp_min(0)].unsqueeze(0).expand(n, -1)
+    outside = -weight[size.clamp_max(n - 1)].unsqueeze(0).expand(n, -1)
+    return subsets, torch.where(subsets.T, inside, outside)
+
+
+def global_norm(tensors: list[Tensor]) -> Tensor:
+    """sqrt of the sum of squared entries of all tensors."""
+    return torch.sqrt(sum((t.detach().float() ** 2).sum() for t in tensors))
