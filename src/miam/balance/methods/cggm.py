@@ -60,7 +60,9 @@ class CGGM(BalancingMethod):
     the next step from the current weights with the last B (published: a graph built
     from the previous step's weight clones); the fused head's block m is our late-fusion
     head (published: one output layer after a fusion transformer, shared by all
-    modalities). No clamp on B unless ``clamp`` is set (our deviation, off by default).
+    modalities). No clamp on B unless ``clamp`` is set (our deviation, off by default):
+    when the accuracies barely move (sum D near 0), B and the logged loss can be very
+    large for a step (the |B_m| part of the loss carries no gradient).
 
     Args:
         rho: gradient scale (1.3).

@@ -74,6 +74,7 @@ class MILES(BalancingMethod):
 
     def training_loss(self, model, batch, visible, loss_fn, ctx):
         out = model.forward_unimodal(batch, visible)
+        self._stats = {f"lr_scale_{m}": float(v) for m, v in zip(self.modalities, self.lr_scale_)}
         return loss_fn(out.logits, batch.target) + sum(loss_fn(z, batch.target) for z in out.unimodal)
 
     def epoch_end(self, scores: Mapping[str, float], optimizer: torch.optim.Optimizer, ctx) -> None:
@@ -84,4 +85,3 @@ class MILES(BalancingMethod):
         for group in optimizer.param_groups:
             if group.get("modality") is not None:
                 group["lr"] = base * scale[group["modality"]]
-        self._stats = {f"lr_scale_{m}": s for m, s in scale.items()}
