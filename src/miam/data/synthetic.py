@@ -66,6 +66,7 @@ def make_dataset(
     with_coords: bool = False,
     strength: Mapping[str, float] | None = None,
     signal_scale: float = 2.5,
+    pixel_noise: float = 0.3,
     missing: Mapping[str, float] | None = None,
     token_missing: Mapping[str, float] | None = None,
     extent_km: float = 100.0,
@@ -80,6 +81,7 @@ def make_dataset(
         strength: share of logit standard deviation per modality
             (default ``env 1.0, climate 0.6, satellite 0.9``: env dominates and is easy).
         signal_scale: overall logit scale (higher = cleaner labels).
+        pixel_noise: standard deviation of the satellite pixel noise (the texture amplitude is ~1).
         missing: share of sites missing a whole modality, e.g. ``{"satellite": 0.2}``.
         token_missing: share of tokens missing at random, e.g. ``{"env": 0.05}``.
         block_km: side of the square blocks of the spatial train/val/test split.
@@ -137,7 +139,8 @@ def make_dataset(
     sign = rng.choice([-1.0, 1.0], size=(n_sites, n_patches, 1))                     # phase hides the sign
     band_gain = np.array([0.6, 1.0, -0.8, 1.4])[:n_bands] if n_bands <= 4 else rng.normal(size=n_bands)
     pixels = (amplitude[..., None] * sign * band_gain)[..., None, None] * checker \
-        + 0.5 * brightness[..., None, None] + 0.3 * rng.normal(size=(n_sites, n_patches, n_bands, patch_size, patch_size))
+        + 0.5 * brightness[..., None, None] \
+        + pixel_noise * rng.normal(size=(n_sites, n_patches, n_bands, patch_size, patch_size))
     kernel = np.exp(-(dx.ravel() ** 2 + dy.ravel() ** 2) / (2 * 0.8 ** 2))
     sat_coef = rng.normal(size=(n_patches, n_species)) * kernel[:, None]
     amp_std = _standardise(amplitude, (0,))
