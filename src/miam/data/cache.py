@@ -120,7 +120,9 @@ class RawSource(ABC):
     #: the dataset's name in the registry and in cache folder names
     name: str = ""
 
-    def __init__(self) -> None:
+    def __init__(self, root: str | Path) -> None:
+        #: the folder holding the published files
+        self.root = Path(root)
         self.specs: list[ModalitySpec] = []
         self.task: TaskSpec | None = None
         self.n_rows = 0
@@ -173,12 +175,13 @@ class RawSource(ABC):
         return out
 
     def input_digest(self) -> dict[str, str]:
-        """sha256 of every table and (path, size, mtime) digest of every sample folder."""
+        """sha256 of every table and (path, size, mtime) digest of every sample folder, keyed by their
+        paths relative to :attr:`root` (so the dataset folder can move with its cache)."""
         digest = {}
         for f in self.table_files():
-            digest[str(f)] = sha256sum(f)
+            digest[os.path.relpath(f, self.root)] = sha256sum(f)
         for d in self.sample_dirs():
-            digest[str(d) + "/"] = dir_digest(d)
+            digest[os.path.relpath(d, self.root) + "/"] = dir_digest(d)
         return digest
 
 
@@ -432,7 +435,7 @@ def open_cache(
     if not complete:
         if not prepare_if_missing:
             raise StaleCacheError(f"No complete cache in {cdir}; run `miam prepare {source.name} "
-                                  f"--root {getattr(source, 'root', '...')}` first.")
+                                  f"--root {source.root}` first.")
         prepare(source, cache_root, workers=workers, progress=progress)
     elif check:
         manifest = json.loads(manifest_path.read_text())
@@ -441,7 +444,7 @@ def open_cache(
         if changed:
             raise StaleCacheError(
                 f"The cache {cdir} was built from other files: {changed[:3]} changed since. "
-                f"Run `miam prepare {source.name} --root {getattr(source, 'root', '...')} --force` to rebuild it.")
+                f"Run `miam prepare {source.name} --root {source.root} --force` to rebuild it.")
     ds = CachedDataset(cdir)
     ds.splits = resolve_splits(ds, cdir, split, block_km, fractions, seed)
     ds.log_report()
@@ -476,7 +479,8 @@ class CachedDataset(MultimodalDataset):
         self.names = np.load(cdir / "names.npy")
         official = cdir / "official_split.npy"
         self.official_split = np.load(official) if official.is_file() else None
-        self._norm = {m: (torch.tensor(v["mean"]), 1.0 / torch.tensor(v["std"])) for m, v in manifest["norm"].items()}
+        inv_std = {m: 1.0 / torch.tensor(v["std"]) for m, v in manifest["norm"].items()}
+        self._norm = {m: (inv_std[m], -torch.tensor(v["mean"]) * inv_std[m]) for m, v in manifest["norm"].items()}
 
     def __getitems__(self, indices: Sequence[int]) -> MultimodalBatch:
         idx = np.asarray(indices, dtype=np.int64)
@@ -487,10 +491,9 @@ class CachedDataset(MultimodalDataset):
         for m, arr in self.tokens.items():
             pres = torch.from_numpy(np.ascontiguousarray(self.present[m][rows]))[back]
             x = torch.from_numpy(np.ascontiguousarray(arr[rows]))[back].to(torch.float32)
-            mean, inv_std = self._norm[m]
-            x = (x - mean) * inv_std
-            keep = pres.reshape(*pres.shape, *([1] * (x.ndim - 2)))
-            tokens[m] = torch.where(keep, x, torch.zeros((), dtype=x.dtype))
+            scale, shift = self._norm[m]
+            torch.addcmul(shift, x, scale, out=x)                        # (x - mean) / std in one pass, in place
+            tokens[m] = x.masked_fill_(~pres.reshape(*pres.shape, *([1] * (x.ndim - 2))), 0.0)
             present[m] = pres
         target = torch.from_numpy(np.ascontiguousarray(self.target[rows]))[back]
         return MultimodalBatch(tokens, present, target, torch.from_numpy(self.ids[idx]))

@@ -135,9 +135,8 @@ class GeoPlantSource(RawSource):
 
     def __init__(self, root: str | Path, modalities: Sequence[str] = MODALITIES, presences_above: int = 20,
                  patch_size: int = 16, download: bool = False, checksum: bool = False) -> None:
-        super().__init__()
+        super().__init__(root)
         check_names("GeoPlant", "modality", list(modalities), MODALITIES)
-        self.root = Path(root)
         self.modalities = [m for m in MODALITIES if m in modalities]
         self.presences_above = int(presences_above)
         self.patch_size = int(patch_size)

@@ -111,10 +111,9 @@ class SatBirdSource(RawSource):
     def __init__(self, root: str | Path, modalities: Sequence[str] = MODALITIES, crop: int = 64,
                  patch_size: int = 16, env_source: str = "csv", download: bool = False,
                  checksum: bool = False) -> None:
-        super().__init__()
+        super().__init__(root)
         check_names("SatBird", "modality", list(modalities), MODALITIES)
         check_choice("SatBird", "env_source", env_source, ("csv", "raster"))
-        self.root = Path(root)
         self.modalities = [m for m in MODALITIES if m in modalities]
         self.crop, self.patch_size, self.env_source = int(crop), int(patch_size), env_source
         self.env_dir = next((self.root / f for f in ENV_FOLDERS if (self.root / f).is_dir()),

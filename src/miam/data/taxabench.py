@@ -196,10 +196,9 @@ class TaxaBenchSource(RawSource):
     def __init__(self, root: str | Path, modalities: Sequence[str] = MODALITIES, features: str = "embeddings",
                  embedding_tokens: int = 1, min_samples: int = 10, image_size: int = 64, patch_size: int = 16,
                  download: bool = False, checksum: bool = False) -> None:
-        super().__init__()
+        super().__init__(root)
         check_names("TaxaBench", "modality", list(modalities), MODALITIES)
         check_choice("TaxaBench", "features", features, ("embeddings", "raw"))
-        self.root = Path(root)
         self.modalities = [m for m in MODALITIES if m in modalities]
         self.features, self.embedding_tokens, self.min_samples = features, int(embedding_tokens), int(min_samples)
         self.image_size, self.patch_size = int(image_size), int(patch_size)
