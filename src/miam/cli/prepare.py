@@ -8,7 +8,7 @@ import inspect
 import time
 from pathlib import Path
 
-from miam.cli.common import format_table
+from miam.cli.common import format_table, packaged_config
 from miam.config import load_config, parse_override
 from miam.errors import ConfigError
 
@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dataset", choices=sorted(DATASETS), help="which benchmark")
     p.add_argument("--root", required=True, help="folder holding the dataset as published")
     p.add_argument("--cache-dir", help="where the cache goes (default ROOT/miam_cache)")
-    p.add_argument("--config", "-c", help="take the loader options from this config's data.params")
+    p.add_argument("--config", "-c", help="take the loader options from this config's data.params "
+                                            "(a file, or a packaged one: geoplant.yaml, taxabench.yaml, satbird.yaml)")
     p.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE",
                    help="a loader option, e.g. --set presences_above=20 (repeatable)")
     p.add_argument("--force", action="store_true", help="rebuild even if an up-to-date cache exists")
@@ -44,7 +45,8 @@ def loader_params(args: argparse.Namespace) -> dict:
     """The loader's keyword arguments: config's data.params, then --set, then --root/--cache-dir."""
     params: dict = {}
     if args.config:
-        cfg = load_config(args.config)
+        path = args.config if Path(args.config).is_file() else packaged_config(args.config)
+        cfg = load_config(path)
         if cfg.data.name != args.dataset:
             raise ConfigError(f"{args.config} is a config for {cfg.data.name!r}, not {args.dataset!r}.")
         params.update(cfg.data.params)
