@@ -46,3 +46,6 @@ def _load_builtins() -> None:
         register_dataset("geoplant")(geoplant.load_geoplant)
         register_dataset("taxabench")(taxabench.load_taxabench)
         register_dataset("satbird")(satbird.load_satbird)
+    if "files" not in _BUILDERS:
+        from miam.data import files
+        register_dataset("files")(files.load_files)

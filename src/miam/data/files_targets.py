@@ -1,0 +1,165 @@
+"""What a ``files`` dataset predicts: wide species columns, a long occurrence table, one label
+column, or presence-only records with background points."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from miam.data.files_io import Sites, align_rows, id_text, need_columns, read_table, select_columns, site_ids
+from miam.data.files_rasters import RasterFile, RasterLayers, draw_background
+from miam.data.files_schema import OccurrencesSection, PresenceOnlySection
+from miam.errors import DataFormatError
+
+#: coordinate column pairs tried in order when x/y are not given
+COORD_PAIRS = (("lon", "lat"), ("longitude", "latitude"), ("decimalLongitude", "decimalLatitude"), ("x", "y"))
+
+
+def coord_columns(df: pd.DataFrame, x: str | None, y: str | None, path: Path) -> tuple[str, str]:
+    """The x/y columns: as given, else the first pair of :data:`COORD_PAIRS` present."""
+    if x is not None or y is not None:
+        need_columns(df, [c for c in (x, y) if c is not None], path, "coordinate")
+        if x is None or y is None:
+            raise DataFormatError(f"{path}: give both x and y coordinate columns (got x={x!r}, y={y!r}).")
+        return x, y
+    for pair in COORD_PAIRS:
+        if all(c in df.columns for c in pair):
+            return pair
+    raise DataFormatError(f"{path}: no coordinate columns; name them with x and y (tried "
+                          f"{[list(p) for p in COORD_PAIRS]}; columns are {[str(c) for c in df.columns][:15]}).")
+
+
+def coordinates(df: pd.DataFrame, x: str, y: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """x and y as float64; an empty or non-numeric coordinate raises, naming the line."""
+    out = []
+    for c in (x, y):
+        v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(v)
+        if bad.any():
+            lines = (np.flatnonzero(bad) + 2).tolist()
+            raise DataFormatError(f"{path}: column {c!r} has {int(bad.sum())} empty or non-numeric coordinate(s) "
+                                  f"(lines {lines[:10]}).")
+        out.append(v)
+    return out[0], out[1]
+
+
+def wide_targets(df: pd.DataFrame, patterns: Sequence[str], path: Path) -> tuple[np.ndarray, list[str]]:
+    """Species columns (names or globs) -> 0/1 ``[N, S]``; a count > 0 is a presence.
+
+    Raises:
+        DataFormatError: an empty or non-numeric cell, naming the column and the lines.
+    """
+    columns = select_columns(df, patterns, [], [], path, "targets.species")
+    out = np.zeros((len(df), len(columns)), dtype=np.float32)
+    for j, c in enumerate(columns):
+        v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(v)
+        if bad.any():
+            lines = (np.flatnonzero(bad) + 2).tolist()
+            raise DataFormatError(f"{path}: species column {c!r} has {int(bad.sum())} empty or non-numeric "
+                                  f"cell(s) (lines {lines[:10]}); give 0 for an absence.")
+        out[:, j] = v > 0
+    return out, columns
+
+
+def occurrence_targets(sec: OccurrencesSection, root: Path, ids: np.ndarray, default_id: str,
+                       sites_label: str) -> tuple[np.ndarray, list[str]]:
+    """A long table of (site, species) presences -> 0/1 ``[N, S]`` over the sites ``ids``."""
+    path = root / sec.path
+    df = read_table(path)
+    id_col = sec.id or default_id
+    occ_ids = site_ids(df, id_col, path, unique=False)
+    need_columns(df, [sec.species], path, "species")
+    species = df[sec.species]
+    if species.isna().any():
+        lines = (np.flatnonzero(species.isna().to_numpy()) + 2).tolist()
+        raise DataFormatError(f"{path}: empty species in column {sec.species!r} on line(s) {lines[:10]}.")
+    names = sorted(set(id_text(species)))
+    align_rows(np.unique(occ_ids), ids, path, sites_label, strict=True)  # no match: error; some: warning
+    site_row = pd.Index(ids).get_indexer(occ_ids)
+    col = pd.Index(names).get_indexer(id_text(species))
+    keep = site_row >= 0
+    target = np.zeros((len(ids), len(names)), dtype=np.float32)
+    target[site_row[keep], col[keep]] = 1.0
+    return target, names
+
+
+def label_targets(df: pd.DataFrame, column: str, path: Path) -> tuple[np.ndarray, list[str]]:
+    """One class label per site -> class indices ``[N]`` and the sorted class names."""
+    need_columns(df, [column], path, "label")
+    if df[column].isna().any():
+        lines = (np.flatnonzero(df[column].isna().to_numpy()) + 2).tolist()
+        raise DataFormatError(f"{path}: empty label in column {column!r} on line(s) {lines[:10]}.")
+    text = id_text(df[column])
+    names = sorted(set(text))
+    if len(names) < 2:
+        raise DataFormatError(f"{path}: label column {column!r} holds one class ({names}); a classifier needs two.")
+    return pd.Index(names).get_indexer(text).astype(np.int64), names
+
+
+def drop_rare(target: np.ndarray, names: list[str], min_presences: int,
+              notes: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Drop species with fewer than ``min_presences`` presences, noting how many went."""
+    counts = target.sum(axis=0)
+    keep = counts >= max(1, min_presences)
+    if not keep.all():
+        gone = [n for n, k in zip(names, keep) if not k]
+        notes.append(f"{len(gone)} species with fewer than {max(1, min_presences)} presence(s) dropped "
+                     f"(e.g. {gone[:5]}).")
+    if not keep.any():
+        raise DataFormatError(f"No species has {max(1, min_presences)} presence(s); nothing to learn.")
+    return target[:, keep], [n for n, k in zip(names, keep) if k]
+
+
+def presence_only_sites(sec: PresenceOnlySection, root: Path, ref: RasterFile, layers: Sequence[RasterLayers],
+                        notes: list[str]) -> tuple[Sites, np.ndarray, list[str], dict[str, int]]:
+    """Presence cells of ``ref``'s grid (one site per cell holding a record) plus background cells.
+
+    Records are snapped to the cell of ``ref`` they fall in; records outside it are
+    dropped with a note. Background cells are drawn where every raster layer has data,
+    never on a presence cell when ``background.exclude_presence_cells`` is set. Sites lie
+    at cell centres, in the records' CRS.
+
+    Returns:
+        the sites (ids ``cell_<r>_<c>`` and ``background_<k>``), 0/1 targets ``[N, S]``
+        (background rows all 0), species names, and the counts for the report.
+    """
+    path = root / sec.path
+    df = read_table(path)
+    x_col, y_col = coord_columns(df, sec.x, sec.y, path)
+    x, y = coordinates(df, x_col, y_col, path)
+    need_columns(df, [sec.species], path, "species")
+    species = id_text(df[sec.species])
+    names = sorted(set(species))
+    row, col = ref.pixel(x, y, sec.crs)
+    h, w = ref.ds.height, ref.ds.width
+    inside = np.isfinite(row) & np.isfinite(col) & (row >= 0) & (row < h) & (col >= 0) & (col < w)
+    if not inside.any():
+        raise DataFormatError(f"{path}: none of its {len(df)} records falls inside {ref.path} (check the CRS "
+                              f"{sec.crs!r} and the coordinate columns {x_col!r}, {y_col!r}).")
+    if not inside.all():
+        notes.append(f"{path.name}: {int((~inside).sum())} of {len(df)} records lie outside {ref.path.name} "
+                     f"and are dropped.")
+    cell = np.floor(row[inside]).astype(np.int64) * w + np.floor(col[inside]).astype(np.int64)
+    cells, site_of = np.unique(cell, return_inverse=True)
+    target = np.zeros((len(cells), len(names)), dtype=np.float32)
+    target[site_of.reshape(-1), pd.Index(names).get_indexer(species[inside])] = 1.0
+    bg = sec.background
+    exclude = cells if bg.exclude_presence_cells else np.empty(0, dtype=np.int64)
+    br, bc, counts = draw_background(ref, layers, bg.count, bg.seed, exclude)
+    counts = {"presence_records": int(len(df)), "records_outside": int((~inside).sum()),
+              "presence_cells": int(len(cells)), **counts}
+    notes.append(f"presence-only: {counts['presence_records']} records in {counts['presence_cells']} cells of "
+                 f"{ref.path.name}; background: {counts['drawn']} of {counts['requested']} points drawn "
+                 f"({counts['rejected_nodata']} draws on nodata, {counts['rejected_presence_cells']} on presence "
+                 f"cells rejected).")
+    all_r = np.concatenate([cells // w, br])
+    all_c = np.concatenate([cells % w, bc])
+    sx, sy = ref.centres(all_r, all_c, sec.crs)
+    ids = np.array([f"cell_{r}_{c}" for r, c in zip(cells // w, cells % w)]
+                   + [f"background_{k}" for k in range(len(br))], dtype=object)
+    target = np.concatenate([target, np.zeros((len(br), len(names)), dtype=np.float32)])
+    return Sites(ids, sx, sy, sec.crs), target, names, counts
