@@ -193,8 +193,11 @@ class LateFusionModel(nn.Module):
         if self.fusion == "concat":
             bias = self.head.bias
             return (a * (unimodal - bias)).sum(dim=0) + bias
-        score = -output_entropy(unimodal, self.task.kind).masked_fill(~available, float("inf"))
-        weights = torch.softmax(score, dim=0).nan_to_num(0.0)  # a row with nothing available -> 0
+        entropy = output_entropy(unimodal, self.task.kind)                                # [M, N]
+        shift = entropy.masked_fill(~available, float("inf")).amin(dim=0)
+        shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+        weights = torch.exp(shift - entropy) * a.squeeze(-1)      # exp(min_j e_j - e_m): no overflow
+        weights = weights / weights.sum(dim=0).clamp_min(1e-12)   # a row with nothing available -> 0
         return (weights.unsqueeze(-1) * unimodal).sum(dim=0)
 
     def _encode_rows(self, batch: MultimodalBatch, modality: str, visible: Tensor, sample: Tensor) -> Tensor:

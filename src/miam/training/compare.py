@@ -146,7 +146,7 @@ class Comparison:
 
 def compare(base: RunConfig, names: Sequence[str] | None = None, seeds: int = 3,
             dataset: MultimodalDataset | None = None, out_dir: str | Path | None = None,
-            extra_callbacks: list | None = None, log: Callable[[str], None] = print) -> Comparison:
+            extra_callbacks: list | None = None, log: Callable[[str], None] | None = None) -> Comparison:
     """Train and test every name with every seed; write the tables and the plot.
 
     Args:
@@ -157,11 +157,12 @@ def compare(base: RunConfig, names: Sequence[str] | None = None, seeds: int = 3,
         dataset: the dataset (default: built from ``base.data``), split once for all.
         out_dir: where everything goes (default: ``base.out_dir``).
         extra_callbacks: more Lightning callbacks for every run.
-        log: where the progress lines go.
+        log: where the progress lines go (default: printed and flushed).
 
     Returns:
         the per-run table (``runs.csv``) and the summary (``summary.csv``).
     """
+    log = log or (lambda line: print(line, flush=True))
     dataset = dataset if dataset is not None else build_dataset(base.data.name, **base.data.params)
     out = Path(out_dir if out_dir is not None else base.out_dir)
     names = list(names) if names else default_names(dataset.task.kind)

@@ -19,7 +19,8 @@ def cggm_coefficients(accuracy: Tensor, previous: Tensor, eps: float = 1e-8) -> 
     B = (0.1 / 0.4, 0.3 / 0.4).
 
     Example:
-        >>> cggm_coefficients(torch.tensor([0.5, 0.3]), torch.tensor([0.2, 0.2]), eps=0.0).tolist()
+        >>> b = cggm_coefficients(torch.tensor([0.5, 0.3]), torch.tensor([0.2, 0.2]), eps=0.0)
+        >>> [round(v, 6) for v in b.tolist()]
         [0.25, 0.75]
     """
     d = accuracy.to(torch.float64) - previous.to(torch.float64)

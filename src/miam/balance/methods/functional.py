@@ -49,8 +49,8 @@ def ratio_to_others(scores: Tensor, floor: float = 1e-12) -> Tensor:
     """rho_m = mean_{j != m} s_m / s_j, ``[M]`` (M = 2: OGM-GE's ratio s_m / s_other).
 
     Example:
-        >>> ratio_to_others(torch.tensor([0.8, 0.4, 0.2])).tolist()
-        [3.0, 0.75, 0.375]
+        >>> ratio_to_others(torch.tensor([0.8, 0.4, 0.2])).tolist()  # (2 + 4) / 2, (0.5 + 2) / 2, ...
+        [3.0, 1.25, 0.375]
     """
     s = scores.to(torch.float64).clamp_min(floor)
     ratio = s.unsqueeze(1) / s.unsqueeze(0)
@@ -58,15 +58,16 @@ def ratio_to_others(scores: Tensor, floor: float = 1e-12) -> Tensor:
 
 
 def shapley_matrix(n: int) -> tuple[Tensor, Tensor]:
-    """The 2^n subsets as bool rows ``[2^n, n]`` (row k holds modality i iff bit i of k is set) and the matrix ``W [n, 2^n]`` with
-    phi = W v: the exact Shapley values of a game given by its values v on those subsets.
+    """The 2^n subsets as bool rows ``[2^n, n]`` (row k holds modality i iff bit i of k is
+    set) and the matrix ``W [n, 2^n]`` with phi = W v: the exact Shapley values of a game
+    given by its values v on those subsets.
 
     W[m, S] = w(|S| - 1) if m in S, else -w(|S|), with w(k) = k! (n - k - 1)! / n!.
 
     Example:
         >>> subsets, w = shapley_matrix(2)
         >>> v = torch.tensor([0.0, 0.6, 0.2, 1.0], dtype=torch.float64)  # {}, {a}, {b}, {a, b}
-        >>> (w @ v).tolist()  # a: (0.6 + (1.0 - 0.2)) / 2
+        >>> [round(x, 6) for x in (w @ v).tolist()]  # a: (0.6 + (1.0 - 0.2)) / 2
         [0.7, 0.3]
     """
     subsets = torch.tensor([[bool((k >> i) & 1) for i in range(n)] for k in range(2 ** n)])
