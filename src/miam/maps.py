@@ -83,6 +83,7 @@ def plot_species_map(prediction: str | Path, species: str, out: str | Path,
         ax.legend(loc="lower right", fontsize=8, framealpha=0.8)
     ax.set_xlim(extent[0], extent[1])
     ax.set_ylim(extent[2], extent[3])
+    ax.ticklabel_format(useOffset=False, style="plain")
     xl, yl = axis_labels(crs)
     ax.set_xlabel(xl)
     ax.set_ylabel(yl)

@@ -229,6 +229,7 @@ class FilesData:
             note = enc.hidden_note(sites, raw)
             if note:
                 notes.append(f"{enc.name}: {note}")
+            enc.progress = False  # later reads are prediction windows, under their own bar
         for text in notes:
             self.report.note(text)
         ds = MultimodalDataset(

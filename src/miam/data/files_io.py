@@ -237,6 +237,8 @@ class Encoder(ABC):
 
     #: the source's name in the YAML (``--source NAME=PATH`` replaces its file at prediction)
     source: str = ""
+    #: show progress bars while reading (on while building the training data; prediction has its own)
+    progress: bool = False
 
     @property
     @abstractmethod
