@@ -106,6 +106,8 @@ def test_config_section_and_errors(three, tmp_path):
         build_module(config(tmp_path, "cggm", data={"groups": {"a": ["env", "climate"], "b": ["satellite"]}}), three)
     with pytest.raises(ConfigError, match="model.fusion applies to the late_fusion architecture only"):
         build_module(from_dict({"model": {"fusion": "sum"}}), three)
+    with pytest.warns(UserWarning, match="'ogm_ge' runs on top of masking strategy 'miam'"):
+        build_module(config(tmp_path, "ogm_ge", masking={"strategy": "miam", "params": {}}), three)
     # M-SAM needs only forward_subsets: it runs on the token model too
     module = build_module(config(tmp_path, "msam", model={"architecture": "token"}), three)
     assert type(module.model).__name__ == "TokenModel" and not module.automatic_optimization

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import math
+import warnings
 
 import lightning as L
 import numpy as np
@@ -108,6 +109,10 @@ class MiamModule(L.LightningModule):
         if self.balance is not None:
             self.balance_parts = self.balance.setup(self.model)
             self.automatic_optimization = not self.balance.manual_optimization
+            if not (self.strategy.name == "constant" and self.strategy.q == 0):
+                warnings.warn(f"Balancing method {self.balance.name!r} runs on top of masking strategy "
+                              f"{self.strategy.name!r}; set `masking: {{strategy: constant, params: {{q: 0}}}}` "
+                              "to train the method alone (as `miam compare` does).", UserWarning, stacklevel=2)
 
     @property
     def view_names(self) -> list[str]:
@@ -165,6 +170,11 @@ class MiamModule(L.LightningModule):
         for key, value in self.balance.stats().items():
             self.log(f"balance/{key}", value, batch_size=batch.batch_size)
         return loss
+
+    def on_fit_start(self) -> None:
+        if self.balance is not None and self.trainer.world_size > 1:
+            raise ConfigError(f"Balancing methods run in one process: their per-batch coefficients would differ "
+                              f"between the {self.trainer.world_size} ranks. Train them with trainer.devices: 1.")
 
     def on_after_backward(self) -> None:
         if self.balance is not None:
