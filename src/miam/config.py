@@ -103,7 +103,9 @@ class TrainerConfig:
 @dataclass
 class BalanceConfig:
     #: a balancing method of the related work (:func:`miam.balance.list_methods`), or None;
-    #: ``balance: ogm_ge`` is short for ``balance: {method: ogm_ge}``
+    #: ``balance: ogm_ge`` is short for ``balance: {method: ogm_ge}``. It needs
+    #: ``model.architecture: late_fusion`` (M-SAM also runs on ``token``); the masking strategy
+    #: still applies, so set ``masking: {strategy: constant, params: {q: 0}}`` to run it alone
     method: str | None = None
     #: the method's parameters (``alpha``, ``tau``, ...)
     params: dict[str, Any] = field(default_factory=dict)
