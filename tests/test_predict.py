@@ -90,6 +90,18 @@ def test_predict_sites_with_chosen_modalities_and_unseen_level(run, predictor, t
         predictor.predict_sites(tmp_path / "new.csv", modalities=["soil"])
 
 
+def test_large_tokens_are_read_in_smaller_chunks(run, predictor, monkeypatch):
+    root, _ = run
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        whole = predictor.predict_sites(root / "sites.csv")
+        per_point = 16 * sum(s.n_tokens * s.token_size for s in predictor.model.specs)
+        monkeypatch.setattr("miam.predict.TOKEN_BYTES", 7 * per_point)
+        assert predictor.chunk(1 << 16) == 7
+        chunked = predictor.predict_sites(root / "sites.csv")
+    pd.testing.assert_frame_equal(chunked, whole, atol=1e-6)
+
+
 def test_predict_grid_keeps_the_input_grid_and_matches_point_predictions(run, predictor, tmp_path):
     root, _ = run
     for name in ("bio.tif", "elev.tif"):

@@ -7,8 +7,8 @@ prediction to chosen modalities (for instance climate only, to project onto futu
 climate rasters given with ``sources``).
 
 Grid predictions are written window by window (rows of at most ``window_pixels``
-pixels, each window one TIFF strip), so memory does not depend on the grid's size
-(``benchmarks/predict_grid.py`` measures it).
+pixels, fewer when a pixel's tokens are large; each window one TIFF strip), so memory
+does not depend on the grid's size (``benchmarks/predict_grid.py`` measures it).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from miam.explain.subsets import token_groups
 
 #: a grid window holds at most this many pixels by default
 WINDOW_PIXELS = 1 << 16
+#: about this many bytes of tokens are read at once (fewer pixels per window for image modalities)
+TOKEN_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,15 @@ class Predictor:
         return cls(module.model, data, module.hparams.get("groups"), batch_size, device)
 
     # ---- the forward pass --------------------------------------------------------------
+    def chunk(self, wanted: int) -> int:
+        """Points encoded at once: ``wanted``, fewer when one point's tokens are large (image patches).
+
+        Example: 16 x 16 px RGB images as 16 tokens cost ~12 kB a point in float32, so a
+        window holds at most ~5,000 points, not 65,536.
+        """
+        per_point = 4 * 4 * sum(s.n_tokens * s.token_size for s in self.model.specs)  # raw, transformed, tensors
+        return int(max(1, min(wanted, TOKEN_BYTES // per_point)))
+
     def mask(self, modalities: Sequence[str] | None) -> torch.Tensor:
         """Token mask [T] of the chosen modalities (groups); all tokens when None."""
         if modalities is None:
@@ -187,7 +198,12 @@ class Predictor:
         """
         sites, _, table_path = self.data.read_sites(path)
         sources = {**{name: table_path for name in self.data.sites_sources}, **(sources or {})}
-        probs, shares = self.predict_tokens(self.data.encode(sites, sources), self.mask(modalities))
+        mask, step = self.mask(modalities), self.chunk(WINDOW_PIXELS)
+        starts = range(0, len(sites), step)
+        parts = [self.predict_tokens(self.data.encode(
+            Sites(sites.ids[a:a + step], sites.x[a:a + step], sites.y[a:a + step], sites.crs), sources), mask)
+            for a in tqdm(starts, desc="predict sites", unit="chunk", disable=len(starts) < 2)]
+        probs, shares = (np.concatenate(p) for p in zip(*parts))
         names = list(self.task.output_names)
         out = pd.DataFrame({"site_id": sites.ids, "x": sites.x, "y": sites.y})
         out = pd.concat([out, pd.DataFrame(probs, columns=names)], axis=1)
@@ -216,7 +232,7 @@ class Predictor:
 
         bands, dtype, nodata, reduce = self._outputs(species, top_k, richness)
         mask = self.mask(modalities)
-        windows = grid.windows(window_pixels)
+        windows = grid.windows(self.chunk(window_pixels))
         rows_per_window = windows[0][1] - windows[0][0]
         profile = {"driver": "GTiff", "width": grid.width, "height": grid.height, "count": len(bands),
                    "dtype": dtype, "crs": grid.crs, "transform": grid.transform, "nodata": nodata,
