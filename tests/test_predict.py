@@ -158,6 +158,21 @@ def test_bbox_grid_top_k_and_richness(run, predictor, tmp_path):
         predictor.predict_grid(grid, tmp_path / "x.tif", species=["sp_z"])
 
 
+def test_cli_bbox_source_and_modalities(run, tmp_path, capsys):
+    root, ckpt = run
+    out = tmp_path / "box.tif"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["predict", "--checkpoint", str(ckpt), "--bbox", "2.2", "45.2", "2.5", "45.4", "--resolution",
+                     "0.01", "--richness", "--modalities", "climate", "--no-progress", "--out", str(out),
+                     "--source", f"climate={root / 'bio.tif'},{root / 'elev.tif'}"]) == 0
+    assert "30 x 20 pixels, 1 band(s) (richness)" in capsys.readouterr().out
+    with rasterio.open(out) as got:
+        assert got.crs.to_epsg() == 4326 and got.tags()["modalities"] == "climate"
+    assert main(["predict", "--checkpoint", str(ckpt), "--bbox", "0", "0", "1", "1"]) == 2
+    assert "--bbox needs --resolution" in capsys.readouterr().err
+
+
 def test_future_rasters_replace_the_training_ones(run, predictor, tmp_path):
     root, _ = run
     with rasterio.open(root / "bio.tif") as src:
