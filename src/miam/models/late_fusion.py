@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -83,10 +84,9 @@ class LateFusionModel(nn.Module):
     Args:
         specs: the modalities, in token order.
         task: what to predict.
-        d_model, depth, heads, dropout: each encoder's size.
         fusion: one of :data:`FUSIONS`.
-        hidden, mask_token, readd_position, pooling, tabular_embedding, n_frequencies,
-            sigma: as in :class:`~miam.models.TokenModel`, for every encoder.
+        **encoder: keyword arguments of :class:`~miam.models.TokenModel` for every encoder
+            (``d_model``, ``depth``, ``heads``, ``dropout``, ``hidden``, ``pooling``, ...).
 
     Example:
         >>> from miam.data.synthetic import make_dataset
@@ -97,35 +97,18 @@ class LateFusionModel(nn.Module):
         (torch.Size([3, 5]), torch.Size([3, 3, 5]), torch.Size([3, 3, 16]))
     """
 
-    def __init__(
-        self,
-        specs: Sequence[ModalitySpec],
-        task: TaskSpec,
-        d_model: int = 192,
-        depth: int = 3,
-        heads: int = 8,
-        dropout: float = 0.1,
-        fusion: str = "sum",
-        hidden: str = "replace",
-        mask_token: str = "shared",
-        readd_position: bool = False,
-        pooling: str = "mean",
-        tabular_embedding: str = "periodic",
-        n_frequencies: int = 48,
-        sigma: float = 0.01,
-    ) -> None:
+    def __init__(self, specs: Sequence[ModalitySpec], task: TaskSpec, fusion: str = "sum", **encoder: Any) -> None:
         super().__init__()
         check_choice("LateFusionModel", "fusion", fusion, FUSIONS)
         self.specs = list(specs)
         self.task = task
         self.fusion = fusion
-        self.d_model = d_model
         self.encoders = nn.ModuleDict()
         for s in self.specs:
-            enc = TokenModel([s], task, d_model, depth, heads, dropout, hidden, mask_token, readd_position,
-                             pooling, tabular_embedding, n_frequencies, sigma)
+            enc = TokenModel([s], task, **encoder)
             enc.head = nn.Identity()  # the encoder gives features; the heads live here
             self.encoders[s.name] = enc
+        self.d_model = int(enc.cls.shape[-1])
         sizes = [s.n_tokens for s in self.specs]
         self.n_tokens = sum(sizes)
         self.register_buffer(
@@ -133,13 +116,13 @@ class LateFusionModel(nn.Module):
             torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)),
             persistent=False,
         )
-        m, out = len(self.specs), task.n_outputs
+        m, d, out = len(self.specs), self.d_model, task.n_outputs
         if fusion in ("sum", "mean"):
-            self.heads = nn.ModuleList([nn.Linear(d_model, out) for _ in range(m)])
+            self.heads = nn.ModuleList([nn.Linear(d, out) for _ in range(m)])
         elif fusion == "concat":
-            self.head = nn.Linear(m * d_model, out)
+            self.head = nn.Linear(m * d, out)
         else:
-            self.head = nn.Linear(d_model, out)
+            self.head = nn.Linear(d, out)
 
     @property
     def modalities(self) -> list[str]:
