@@ -68,7 +68,8 @@ from miam.errors import DataFormatError, check_choice, check_names
 SPLIT_FILES = {"train_split.csv": "train", "valid_split.csv": "val", "test_split.csv": "test"}
 BIOCLIM = tuple(f"bio_{i}" for i in range(1, 20))
 SOIL = ("bdticm", "bldfie", "cecsol", "clyppt", "orcdrc", "phihox", "sltppt", "sndppt")
-ENV_FOLDERS = ("environmental", "environmental_data")
+#: configs name it "environmental", the README "environmental_data", one loader version "environmental_bounded"
+ENV_FOLDERS = ("environmental", "environmental_data", "environmental_bounded")
 MODALITIES = ("sentinel", "env")
 #: tifffile band order B02, B03, B04, B08 -> R, G, B, NIR (SatBird ``load_geotiff``)
 RGBNIR = [2, 1, 0, 3]
