@@ -26,19 +26,25 @@ from miam.training.run import summarize, test_subsets, train
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=3, help="run seeds 0..N-1")
+    ap.add_argument("--seed-list", help="comma-separated seeds instead (to split a run across processes)")
+    ap.add_argument("--combine", nargs="+", metavar="CSV", help="only print the table of saved results.csv files")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--strategies", default=",".join(list_strategies()))
     ap.add_argument("--config", default=str(packaged_config("demo.yaml")))
     ap.add_argument("--set", action="append", default=[], help="config override section.key=value")
     ap.add_argument("--out", default="miam_runs/bench_strategies")
     args = ap.parse_args()
+    if args.combine:
+        report(pd.concat([pd.read_csv(f) for f in args.combine], ignore_index=True))
+        return
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     base = load_config(args.config, [*args.set, f"trainer.max_epochs={args.epochs}", "trainer.progress_bar=false"])
     rows = []
-    for seed in range(args.seeds):
+    seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else range(args.seeds)
+    for seed in seeds:
         data_params = {**base.data.params, "seed": seed}
         dataset = build_dataset(base.data.name, **data_params)
         for name in args.strategies.split(","):
@@ -54,13 +60,19 @@ def main() -> None:
                   f"full {summary['full']:.4f}", flush=True)
     df = pd.DataFrame(rows)
     df.to_csv(f"{args.out}/results.csv", index=False)
+    report(df, args.epochs)
+
+
+def report(df: pd.DataFrame, epochs: int | None = None) -> None:
+    """Mean ± sd over seeds per strategy, best subset average first."""
     modalities = [c for c in df.columns if c not in ("strategy", "seed", "full", "avg_modality_subsets", "epochs", "seconds")]
     cols = ["avg_modality_subsets", "full", *modalities]
     agg = df.groupby("strategy", sort=False)[cols].agg(["mean", "std"])
     table = pd.DataFrame({c: [f"{m:.4f} ± {s:.4f}" for m, s in zip(agg[c]["mean"], agg[c]["std"].fillna(0))]
                           for c in cols}, index=agg.index)
     table["seconds"] = df.groupby("strategy", sort=False)["seconds"].mean().round(1)
-    print(f"\nTest AUROC, mean ± sd over {args.seeds} seeds ({args.epochs} epochs max):")
+    print(f"\nTest AUROC, mean ± sd over {df['seed'].nunique()} seeds"
+          + (f" ({epochs} epochs max):" if epochs else ":"))
     print(table.sort_values("avg_modality_subsets", ascending=False).to_markdown()
           if _has_tabulate() else table.to_string())
     best_fixed = agg["avg_modality_subsets"]["mean"].drop("miam", errors="ignore").max()

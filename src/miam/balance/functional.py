@@ -15,8 +15,8 @@ def score_ratio(scores: Tensor, floor: float = 1e-12) -> Tensor:
     """rho_s,m = s_m / G(s): above 1 for modalities stronger than the geometric mean.
 
     Example:
-        >>> score_ratio(torch.tensor([0.9, 0.6])).tolist()  # G = sqrt(0.54)
-        [1.2247448..., 0.8164965...]
+        >>> [round(r, 6) for r in score_ratio(torch.tensor([0.9, 0.6])).tolist()]  # G = sqrt(0.54)
+        [1.224745, 0.816497]
     """
     s = scores.to(torch.float64).clamp_min(floor)
     return s / geometric_mean(s)
