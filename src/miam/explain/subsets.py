@@ -113,20 +113,32 @@ class SubsetEvaluator:
 
     @torch.no_grad()
     def predict(self, data: Any, masks: Tensor) -> tuple[Tensor, Tensor]:
-        """Logits [S, N, n_outputs] under each mask, and the targets [N...]."""
+        """Logits [S, N, n_outputs] under each mask, and the targets [N...].
+
+        ``masks`` is [S, T] (one token mask per subset, shared by all samples) or
+        [S, N, T] (one mask per subset and sample, in the order of ``data``).
+        """
         was_training = self.model.training
         self.model.eval()
         masks = masks.to(self.device)
         out, targets = [], []
+        offset = 0
         try:
             for batch in self._batches(data):
                 batch = batch.to(self.device)
+                rows = masks[:, offset:offset + batch.batch_size] if masks.ndim == 3 else masks
+                offset += batch.batch_size
+                if rows.ndim == 3 and rows.shape[1] != batch.batch_size:
+                    raise ShapeError(f"Expected per-sample masks [S, N, T] with N >= {offset}, "
+                                     f"got {list(masks.shape)}.")
                 chunk = max(1, self.max_rows // max(1, batch.batch_size))
-                parts = [self.model.forward_subsets(batch, masks[i:i + chunk]) for i in range(0, len(masks), chunk)]
+                parts = [self.model.forward_subsets(batch, rows[i:i + chunk]) for i in range(0, len(rows), chunk)]
                 out.append(torch.cat(parts).float().cpu())
                 targets.append(batch.target.cpu())
         finally:
             self.model.train(was_training)
+        if masks.ndim == 3 and masks.shape[1] != offset:
+            raise ShapeError(f"Expected per-sample masks [S, {offset}, T] for {offset} samples, got {list(masks.shape)}.")
         return torch.cat(out, dim=1), torch.cat(targets)
 
     def scores(self, data: Any, subsets: Iterable[Subset]) -> Tensor:
