@@ -1,6 +1,6 @@
 """miam against the tabular SDM baseline: one gradient-boosted-tree model per species, same features, same split.
 
-    python benchmarks/vs_gbm.py                      # 1500 plots, miam up to 40 epochs (about 10 min on 2 cores)
+    python benchmarks/vs_gbm.py                      # 1500 plots, miam up to 40 epochs (~30 min on 2 busy cores)
     python benchmarks/vs_gbm.py --epochs 10          # quicker
 
 Data: the landscape of ``examples/own_data`` (plots with soil, NDVI, lon/lat climate rasters, a

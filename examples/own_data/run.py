@@ -1,7 +1,7 @@
 """Your own data, end to end: write a landscape of plain files, then train, explain, predict and map.
 
-    python examples/own_data/run.py                 # about 5 minutes on 2 CPU cores
-    python examples/own_data/run.py --epochs 5      # a quicker look
+    python examples/own_data/run.py                 # 10 to 20 minutes on 2 CPU cores
+    python examples/own_data/run.py --epochs 5      # a quicker look (about 5 minutes)
 
 Everything lands in ``--out`` (default ``own_data_example/``): the files (``data/``), the
 config (``config.yaml``, from ``examples/own_data/config.yaml``), the run (``run/``: checkpoints,

@@ -47,7 +47,7 @@ class Sites:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """A CSV or Parquet file (by suffix) as a DataFrame.
+    """A CSV (``.tsv``: tab-separated) or Parquet (``.parquet``, ``.pq``) file as a DataFrame.
 
     Raises:
         DatasetNotFoundError: the file does not exist.
@@ -58,7 +58,7 @@ def read_table(path: Path) -> pd.DataFrame:
     try:
         if path.suffix.lower() in PARQUET_SUFFIXES:
             return pd.read_parquet(path)
-        return pd.read_csv(path, sep=None, engine="python") if path.suffix.lower() == ".txt" else pd.read_csv(path)
+        return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as e:
         raise DataFormatError(f"{path}: not a readable {'Parquet' if path.suffix in PARQUET_SUFFIXES else 'CSV'} "
                               f"table ({e}).") from e

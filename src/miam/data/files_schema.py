@@ -57,7 +57,7 @@ class SitesSection(Section):
     """The sites table: one row per site."""
 
     required: ClassVar = ("path",)
-    #: CSV (any suffix but .parquet/.pq) or Parquet file
+    #: CSV (``.tsv``: tab-separated) or Parquet (``.parquet``, ``.pq``) file
     path: str | None = None
     #: site id column (any type: read as text)
     id: str = "site_id"
