@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--others", default="hidden", choices=["hidden", "visible"])
     ap.add_argument("--max-permutations", type=int, default=256)
     ap.add_argument("--tolerance", type=float, default=1e-3)
+    ap.add_argument("--max-samples", type=int, help="explain a random subset of the test split")
     args = ap.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -62,7 +63,7 @@ def main() -> None:
     start = time.perf_counter()
     expl = explain_model(module.model, dataset.split("test"), module.task, module.hparams.get("groups"),
                          others=args.others, tolerance=args.tolerance, max_permutations=args.max_permutations,
-                         truth=truth, progress=False)
+                         truth=truth, max_samples=args.max_samples, progress=False)
     print(f"explained {expl.n_samples} test samples in {time.perf_counter() - start:.0f} s "
           f"({', '.join(f'{k} {v:.0f} s' for k, v in expl.seconds.items())})")
     s = expl.summary

@@ -32,7 +32,7 @@ def figure_png(fig: Figure, dpi: int = 110) -> bytes:
 def plot_subsets(table: pd.DataFrame, chance: float | None = None) -> Figure:
     """Horizontal bars: the score on every modality subset (``SubsetEvaluator.evaluate`` table)."""
     t = table.sort_values(["n_modalities", "value"], ascending=[True, True]).reset_index(drop=True)
-    fig = Figure(figsize=(7.5, 0.45 * len(t) + 1.4))
+    fig = Figure(figsize=(7.5, 0.45 * len(t) + 1.4), layout="constrained")
     ax = fig.subplots()
     colors = [_COLORS[int(k - 1) % len(_COLORS)] for k in t["n_modalities"].fillna(1)]
     ax.barh(t["subset"], t["value"], color=colors)
@@ -50,7 +50,7 @@ def plot_subsets(table: pd.DataFrame, chance: float | None = None) -> Figure:
 
 def plot_robustness(summary: pd.DataFrame, chance: float | None = None, metric: str = "score") -> Figure:
     """Score vs share of tokens hidden, one line per scope, band = +-1 sd over repeats."""
-    fig = Figure(figsize=(7.5, 4.5))
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
     ax = fig.subplots()
     for i, (scope, part) in enumerate(summary.groupby("scope", sort=False)):
         x = 100 * part["share"].to_numpy()
@@ -71,7 +71,7 @@ def plot_robustness(summary: pd.DataFrame, chance: float | None = None, metric: 
 
 def plot_modality_shapley(result: ShapleyResult, truth: dict[str, float] | None = None) -> Figure:
     """Bars of the modality Shapley values with 95 % error bars (optionally the true shares, scaled)."""
-    fig = Figure(figsize=(6.5, 4.2))
+    fig = Figure(figsize=(6.5, 4.2), layout="constrained")
     ax = fig.subplots()
     x = np.arange(len(result.players))
     ax.bar(x, result.values, yerr=Z95 * result.se, capsize=4,
@@ -114,7 +114,7 @@ def _truth_markers(ax, x: np.ndarray, values: np.ndarray, truth: Sequence[float]
 
 def _bars(result: ShapleyResult, truth: Sequence[float] | None) -> Figure:
     n = len(result.players)
-    fig = Figure(figsize=(max(6.0, 0.45 * n + 2), 4.2))
+    fig = Figure(figsize=(max(6.0, 0.45 * n + 2), 4.2), layout="constrained")
     ax = fig.subplots()
     x = np.arange(n)
     ax.bar(x, result.values, yerr=Z95 * result.se, capsize=3, color=_COLORS[0], label="Shapley value")
@@ -129,7 +129,7 @@ def _bars(result: ShapleyResult, truth: Sequence[float] | None) -> Figure:
 
 def _curve(result: ShapleyResult, truth: Sequence[float] | None) -> Figure:
     n = len(result.players)
-    fig = Figure(figsize=(max(6.0, 0.45 * n + 2), 4.2))
+    fig = Figure(figsize=(max(6.0, 0.45 * n + 2), 4.2), layout="constrained")
     ax = fig.subplots()
     x = np.arange(n)
     ax.plot(x, result.values, marker="o", color=_COLORS[1], label="Shapley value")
@@ -148,7 +148,7 @@ def _curve(result: ShapleyResult, truth: Sequence[float] | None) -> Figure:
 def _heatmap(result: ShapleyResult, spec: ModalitySpec, truth: Sequence[float] | None) -> Figure:
     rows, cols = spec.grid
     panels = 1 if truth is None else 2
-    fig = Figure(figsize=(4.6 * panels + 0.8, 4.4))
+    fig = Figure(figsize=(4.6 * panels + 0.8, 4.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, panels))
     grid = result.values.reshape(rows, cols)
     lim = float(np.abs(grid).max()) or 1.0
@@ -156,9 +156,11 @@ def _heatmap(result: ShapleyResult, spec: ModalitySpec, truth: Sequence[float] |
     se = result.se.reshape(rows, cols)
     for r in range(rows):
         for c in range(cols):
-            axes[0].text(c, r, f"{grid[r, c]:.3f}\n±{Z95 * se[r, c]:.3f}", ha="center", va="center", fontsize=7)
+            color = "white" if abs(grid[r, c]) > 0.6 * lim else "black"
+            axes[0].text(c, r, f"{grid[r, c]:.3f}\n±{Z95 * se[r, c]:.3f}", ha="center", va="center", fontsize=7,
+                         color=color)
     axes[0].set_title(f"{result.modality}: patch Shapley values", fontsize=10)
-    fig.colorbar(im, ax=axes[0], shrink=0.8, label=f"contribution to {result.metric}")
+    fig.colorbar(im, ax=axes[0], shrink=0.8, label=result.metric)
     if truth is not None:
         im2 = axes[1].imshow(np.asarray(truth, dtype=float).reshape(rows, cols), cmap="Greys")
         axes[1].set_title("true importance (generator)", fontsize=10)
