@@ -249,7 +249,7 @@ def plot_comparison(summary: pd.DataFrame, modalities: Sequence[str], path: str 
     labels = ["full", *modalities, "avg. subsets"]
     x = np.arange(len(summary))
     width = 0.8 / len(cols)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(summary) * len(cols) * 0.35 + 2), 4.2))
+    fig, ax = plt.subplots(figsize=(min(16.0, 2.0 + 1.2 * len(summary)), 4.2))
     for i, (c, label) in enumerate(zip(cols, labels)):
         ax.bar(x + (i - (len(cols) - 1) / 2) * width, summary[f"{c}_mean"], width, yerr=summary[f"{c}_std"],
                label=label, capsize=2)
