@@ -24,8 +24,31 @@ import pandas as pd
 from miam.cli.common import packaged_config
 from miam.config import load_config
 from miam.data.registry import build_dataset
-from miam.explain.pipeline import check_model_data, explain_model
+from miam.explain.pipeline import check_model_data, explain_model, subsample
 from miam.explain.report import write_report
+from miam.explain.shapley import ShapleyTokens, n_samples
+from miam.explain.truth import spearman
+
+
+def check_estimator(module, dataset, args: argparse.Namespace) -> None:
+    """Sampled vs exact token Shapley values of one modality on the same samples."""
+    data = subsample(dataset.split("test"), args.exact_samples, seed=1)
+    explainer = ShapleyTokens(module.model, module.task)
+    start = time.perf_counter()
+    exact = explainer.attribute(data, args.check_exact, others=args.others, method="exact", n_boot=0)
+    t_exact = time.perf_counter() - start
+    start = time.perf_counter()
+    sampled = explainer.attribute(data, args.check_exact, others=args.others, tolerance=args.tolerance,
+                                  max_permutations=args.max_permutations, progress=False)
+    t_sampled = time.perf_counter() - start
+    z = (sampled.values - exact.values) / np.maximum(sampled.se, 1e-12)
+    print(f"\nestimator check on {args.check_exact} ({n_samples(data)} samples): exact "
+          f"{exact.n_evaluations} coalitions in {t_exact:.0f} s, sampled {sampled.extra['n_permutations']} "
+          f"permutations ({sampled.n_evaluations} coalitions) in {t_sampled:.0f} s")
+    print(pd.DataFrame({"exact": exact.values, "sampled": sampled.values, "se": sampled.se, "z": z},
+                       index=exact.players).round(4).T.to_string())
+    print(f"max |z| = {np.abs(z).max():.2f}; spearman(sampled, exact) = {spearman(sampled.values, exact.values):.3f}; "
+          f"efficiency gaps {exact.efficiency_gap():.1e} (exact), {sampled.efficiency_gap():.1e} (sampled)")
 
 
 def main() -> None:
@@ -39,6 +62,10 @@ def main() -> None:
     ap.add_argument("--max-permutations", type=int, default=256)
     ap.add_argument("--tolerance", type=float, default=1e-3)
     ap.add_argument("--max-samples", type=int, help="explain a random subset of the test split")
+    ap.add_argument("--check-exact", metavar="MODALITY",
+                    help="also compare the sampled token values of MODALITY with the exact 2^T enumeration "
+                         "on --exact-samples test samples (is the estimator at fault?)")
+    ap.add_argument("--exact-samples", type=int, default=100)
     args = ap.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -81,6 +108,8 @@ def main() -> None:
               .round(4).T.to_string())
     print("\nagreement with the ground truth:")
     print(expl.agreement.round(3).to_string(index=False))
+    if args.check_exact:
+        check_estimator(module, dataset, args)
     path = write_report(expl, Path(args.out) / "explain")
     print(f"\nreport: {path}")
 

@@ -194,6 +194,8 @@ def test_clear_errors_for_bad_requests(toy):
         explainer.attribute(ds, "env", tokens=[])
     with pytest.raises(InvalidParameterError, match="unknown output \\['owl'\\]"):
         explainer.attribute(ds, "env", value="local", outputs=["owl"])
+    with pytest.raises(InvalidParameterError, match="output index \\[7\\] out of range"):
+        explainer.attribute(ds, "env", value="local", outputs=[7])
     with pytest.raises(InvalidParameterError, match="'others' parameter"):
         explainer.attribute(ds, "env", others="some")
     with pytest.raises(InvalidParameterError, match="unknown scope \\['landsat'\\]"):

@@ -199,13 +199,13 @@ class _Explainer:
             return GlobalValue(self.evaluator, data, n_boot, seed), METRIC_NAMES[self.task.kind], None
         check_choice(type(self).__name__, "output", output, OUTPUTS)
         names = list(self.task.output_names)
-        chosen = list(range(len(names))) if outputs is None else [
-            o if isinstance(o, int) else names.index(o) if o in names else o for o in outputs]
-        check_names(type(self).__name__, "output", [c for c in chosen if not isinstance(c, int)], names)
-        bad = [c for c in chosen if not 0 <= c < len(names)]
+        chosen = list(range(len(names))) if outputs is None else list(outputs)
+        check_names(type(self).__name__, "output", [o for o in chosen if isinstance(o, str)], names)
+        index = [names.index(o) if isinstance(o, str) else int(o) for o in chosen]
+        bad = [i for i in index if not 0 <= i < len(names)]
         if bad:
             raise InvalidParameterError(f"{type(self).__name__}: output index {bad} out of range [0, {len(names)}).")
-        return LocalValue(self.evaluator, data, chosen, output), output, [names[c] for c in chosen]
+        return LocalValue(self.evaluator, data, index, output), output, [names[i] for i in index]
 
 
 def _ids(data: Any) -> np.ndarray | None:
