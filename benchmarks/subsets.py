@@ -88,7 +88,7 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=2)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--max-rows", type=int, default=8192)
+    ap.add_argument("--max-rows", type=int, help="rows per pass (default: SubsetEvaluator's, per device)")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     torch.set_grad_enabled(False)

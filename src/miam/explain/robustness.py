@@ -58,7 +58,7 @@ def robustness_curves(
     scopes: Sequence[str] | None = None,
     seed: int = 0,
     batch_size: int = 512,
-    max_rows: int = 8192,
+    max_rows: int | None = None,
 ) -> pd.DataFrame:
     """Scores as tokens are hidden at random, per scope, share and repeat.
 

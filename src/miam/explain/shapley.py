@@ -185,7 +185,7 @@ class _Explainer:
 
     def __init__(self, model: torch.nn.Module, task: TaskSpec | None = None,
                  groups: Mapping[str, Sequence[str]] | None = None, batch_size: int = 512,
-                 max_rows: int = 8192) -> None:
+                 max_rows: int | None = None) -> None:
         self.model = model
         self.evaluator = SubsetEvaluator(model, task or model.task, groups, batch_size, max_rows)
         self.task = self.evaluator.task

@@ -18,6 +18,9 @@ from miam.scores import METRIC_NAMES, task_score
 
 Subset = Sequence[str] | Tensor
 
+#: (subset x sample) rows per forward pass by device type, when ``max_rows`` is None
+DEFAULT_MAX_ROWS = {"cpu": 512, "cuda": 8192}
+
 
 def token_groups(specs: Sequence[ModalitySpec], groups: Mapping[str, Sequence[str]] | None = None
                  ) -> tuple[list[str], Tensor]:
@@ -68,16 +71,23 @@ class SubsetEvaluator:
         task: the task, for the metric.
         groups: optional modality grouping; subsets are then named by group.
         batch_size: samples per data batch.
-        max_rows: most (subset x sample) rows in one forward pass.
+        max_rows: most (subset x sample) rows in one forward pass; None picks
+            :data:`DEFAULT_MAX_ROWS` for the model's device (CPU passes are memory-bound, so
+            smaller chunks run faster there; ``benchmarks/subsets.py`` measures it).
+
+    Masks are scored in order of their number of visible tokens, so that with
+    ``hidden="drop"`` the packed sequences of one pass have similar lengths.
     """
 
     def __init__(self, model: torch.nn.Module, task: TaskSpec, groups: Mapping[str, Sequence[str]] | None = None,
-                 batch_size: int = 512, max_rows: int = 8192, device: str | torch.device | None = None) -> None:
+                 batch_size: int = 512, max_rows: int | None = None,
+                 device: str | torch.device | None = None) -> None:
         self.model = model
         self.task = task
         self.names, self.token_group = token_groups(model.specs, groups)
-        self.batch_size, self.max_rows = batch_size, max_rows
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.batch_size = batch_size
+        self.max_rows = DEFAULT_MAX_ROWS.get(self.device.type, 8192) if max_rows is None else max_rows
 
     def masks(self, subsets: Iterable[Subset]) -> Tensor:
         """Token masks [S, T] for subsets given by names (or as bool [T] masks)."""
@@ -121,6 +131,8 @@ class SubsetEvaluator:
         was_training = self.model.training
         self.model.eval()
         masks = masks.to(self.device)
+        order = masks.flatten(start_dim=1).sum(dim=1).argsort(stable=True)   # by visible tokens
+        masks = masks[order]
         out, targets = [], []
         offset = 0
         try:
@@ -139,7 +151,8 @@ class SubsetEvaluator:
             self.model.train(was_training)
         if masks.ndim == 3 and masks.shape[1] != offset:
             raise ShapeError(f"Expected per-sample masks [S, {offset}, T] for {offset} samples, got {list(masks.shape)}.")
-        return torch.cat(out, dim=1), torch.cat(targets)
+        logits = torch.cat(out, dim=1)
+        return logits[order.argsort().cpu()], torch.cat(targets)
 
     def scores(self, data: Any, subsets: Iterable[Subset]) -> Tensor:
         """The task score under each subset, [S] (float64, unrounded)."""
