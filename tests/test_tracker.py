@@ -73,6 +73,23 @@ def test_window_averages_changes_and_clamp_bounds_weights():
     assert w.tolist() == [2.0, 0.5]
 
 
+def test_score_baseline_sharpens_rho_s_and_leaves_rho_d():
+    raw = ImbalanceTracker(["env", "sat"])
+    above = ImbalanceTracker(["env", "sat"], baseline=0.5)
+    for s in ({"env": 0.68, "sat": 0.58}, {"env": 0.70, "sat": 0.60}):
+        raw.update(s)
+        above.update(s)
+    assert above.rho_s_.tolist() == pytest.approx([0.2 / math.sqrt(0.2 * 0.1), 0.1 / math.sqrt(0.2 * 0.1)], rel=1e-12)
+    assert above.rho_s_[0] > raw.rho_s_[0] > 1 > raw.rho_s_[1] > above.rho_s_[1]
+    assert torch.equal(above.rho_d_, raw.rho_d_)
+    assert torch.equal(above.history_, raw.history_)               # raw scores are what is kept and logged
+    below = ImbalanceTracker(["env", "sat"], baseline=0.5)          # a modality at or under chance
+    below.update({"env": 0.7, "sat": 0.45})
+    w = below.update({"env": 0.7, "sat": 0.45})
+    assert below.rho_s_.tolist() == pytest.approx([0.2 / math.sqrt(0.2e-3), 1e-3 / math.sqrt(0.2e-3)], rel=1e-12)
+    assert torch.isfinite(w).all()
+
+
 def test_state_dict_round_trip_and_errors():
     t = ImbalanceTracker(["a", "b"])
     t.update({"a": 0.6, "b": 0.5})

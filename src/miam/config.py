@@ -74,6 +74,8 @@ class MaskingConfig:
     eps: float = 1e-3
     window: int = 1
     clamp: list[float] | None = None
+    #: subtracted from each unimodal score before rho_s (0.5 = AUROC's chance level; ours, 0 = the paper)
+    score_baseline: float = 0.0
 
 
 @dataclass

@@ -25,6 +25,10 @@ class ImbalanceTracker:
         eps: added to each |score change| before the geometric mean (score units).
         window: epochs over which |change| is averaged (1 = the one-epoch difference).
         clamp: optional (low, high) bounds on w.
+        baseline: subtracted from every score before rho_s (floored at ``eps``), e.g. 0.5,
+            the chance level of AUROC; ours, 0 reproduces the paper. Ratios of raw AUROCs
+            between 0.5 and 1 are compressed (0.6 vs 0.7 gives rho_s 0.93 vs 1.08), so rho_d
+            then dominates w; above chance the same scores give 0.71 vs 1.41.
 
     Example:
         >>> t = ImbalanceTracker(["env", "sat"], lambda_s=1.0, lambda_d=1.0)
@@ -43,6 +47,7 @@ class ImbalanceTracker:
         eps: float = 1e-3,
         window: int = 1,
         clamp: tuple[float, float] | None = None,
+        baseline: float = 0.0,
     ) -> None:
         modalities = list(modalities)
         if len(modalities) < 2:
@@ -58,6 +63,7 @@ class ImbalanceTracker:
             raise InvalidParameterError(f"clamp must be (low, high) with 0 < low <= 1 <= high, got {clamp}.")
         self.modalities = modalities
         self.lambda_s, self.lambda_d, self.eps, self.window = lambda_s, lambda_d, eps, window
+        self.baseline = float(baseline)
         self.clamp = None if clamp is None else (float(clamp[0]), float(clamp[1]))
         m = len(modalities)
         self.history_ = torch.empty(0, m, dtype=torch.float64)
@@ -79,7 +85,7 @@ class ImbalanceTracker:
             raise InvalidParameterError(f"ImbalanceTracker.update: non-finite scores {dict(zip(self.modalities, s.tolist()))}.")
         self.history_ = torch.cat([self.history_, s.unsqueeze(0)])
         if len(self.history_) >= 2:
-            self.rho_s_ = F.score_ratio(s)
+            self.rho_s_ = F.score_ratio(s - self.baseline, floor=self.eps)
             self.rho_d_ = F.change_ratio(self.history_, self.eps, self.window)
             self.weights_ = F.imbalance_weights(self.rho_s_, self.rho_d_, self.lambda_s, self.lambda_d, self.clamp)
         return self.weights_.clone()

@@ -43,7 +43,7 @@ class MiamModule(L.LightningModule):
         specs: ``ModalitySpec.to_dict()`` per modality.
         task: ``TaskSpec.to_dict()``.
         model: keyword arguments of :func:`miam.models.build_model`.
-        masking: ``{"strategy": name, "params": {...}, "per_sample": bool, "eps", "window", "clamp"}``.
+        masking: ``{"strategy": name, "params": {...}, "per_sample": bool, "eps", "window", "clamp", "score_baseline"}``.
         optim: ``{"lr": ..., "weight_decay": ...}``.
         groups: optional ``{group: [modalities]}``: the units of masking and feedback.
         positive_counts, n_train: training-set class counts for the weighted loss.
@@ -96,6 +96,7 @@ class MiamModule(L.LightningModule):
             lambda_d=float(params.get("lambda_d", params.get("lambda_s", 1.0))),
             eps=float(masking.get("eps", 1e-3)), window=int(masking.get("window", 1)),
             clamp=None if masking.get("clamp") is None else tuple(masking["clamp"]),
+            baseline=float(masking.get("score_baseline", 0.0)),
         ) if m >= 2 else None
         counts = None if positive_counts is None else torch.as_tensor(positive_counts, dtype=torch.float64)
         self.loss_fn = TaskLoss(self.task.kind, counts, n_train, weighted)
