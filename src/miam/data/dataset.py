@@ -93,6 +93,13 @@ class MultimodalDataset(Dataset):
                 return s
         raise InvalidParameterError(f"Unknown modality {name!r}; valid names are {self.modalities}.")
 
+    def select(self, modalities: Sequence[str]) -> MultimodalDataset:
+        """The same samples, targets and splits with only ``modalities`` (a unimodal reference, an ablation)."""
+        specs = [self.spec(m) for m in modalities]
+        return MultimodalDataset({s.name: self.tokens[s.name] for s in specs}, self.target, specs, self.task,
+                                 present={s.name: self.present[s.name] for s in specs}, ids=self.ids,
+                                 coords=self.coords, splits=self.splits, info=self.info)
+
     def __getitems__(self, indices: Sequence[int]) -> MultimodalBatch:
         idx = np.asarray(indices, dtype=np.int64)
         return MultimodalBatch(
@@ -140,6 +147,13 @@ class SplitView(Dataset):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def select(self, modalities: Sequence[str]) -> MultimodalDataset:
+        """The same samples, targets and splits with only ``modalities`` (a unimodal reference, an ablation)."""
+        specs = [self.spec(m) for m in modalities]
+        return MultimodalDataset({s.name: self.tokens[s.name] for s in specs}, self.target, specs, self.task,
+                                 present={s.name: self.present[s.name] for s in specs}, ids=self.ids,
+                                 coords=self.coords, splits=self.splits, info=self.info)
 
     def __getitems__(self, indices: Sequence[int]) -> MultimodalBatch:
         return self.base.__getitems__(self.indices[np.asarray(indices, dtype=np.int64)])
