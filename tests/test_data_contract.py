@@ -96,8 +96,14 @@ def test_synthetic_is_deterministic_and_records_truth():
     assert sum(truth["modality_importance"].values()) == pytest.approx(1.0)
     env = np.array(truth["token_importance"]["env"])
     assert env[:6].min() > 0 and np.all(env[6:] == 0)          # informative vs pure-noise variables
+    for m in ("env", "climate", "satellite"):
+        assert sum(truth["token_importance"][m]) == pytest.approx(1.0)
+    np.testing.assert_allclose(env[:6], np.linspace(1, 0.25, 6) ** 2 / (np.linspace(1, 0.25, 6) ** 2).sum(), rtol=1e-6)
+    climate = np.array(truth["token_importance"]["climate"])
+    assert np.all(climate[2:7] > 0) and np.all(climate[[0, 1, 7, 8, 9, 10, 11]] == 0)  # Mar-Jul only
     sat = np.array(truth["token_importance"]["satellite"]).reshape(4, 4)
-    assert sat[1:3, 1:3].min() > sat[0, 0]                     # the centre of the image matters most
+    assert (sat > 0).sum() == 5 and sat[1:3, 1:3].min() > 0    # five patches around the site carry signal
+    assert np.all(sat[[0, 0, 3, 3], [0, 3, 0, 3]] == 0)          # the image's corners carry none
     assert a.target.shape == (150, 24)
     mc = make_dataset(seed=0, n_sites=200, task="multiclass", n_species=5)
     assert mc.task.kind == "multiclass" and set(np.unique(mc.target)) <= set(range(5))
@@ -118,3 +124,13 @@ def test_spatial_block_split_is_disjoint_by_block():
 def test_missing_rate_errors():
     with pytest.raises(InvalidParameterError, match=r"unknown modality \['sentinel'\].*valid names are"):
         make_dataset(n_sites=50, missing={"sentinel": 0.1})
+
+
+def test_select_keeps_samples_targets_and_splits():
+    ds = make_dataset(seed=1, n_sites=120, missing={"satellite": 0.3})
+    sat = ds.select(["satellite"])
+    assert sat.modalities == ["satellite"] and len(sat) == len(ds)
+    assert np.array_equal(sat.target, ds.target) and np.array_equal(sat.present["satellite"], ds.present["satellite"])
+    assert all(np.array_equal(sat.splits[k], ds.splits[k]) for k in ds.splits)
+    with pytest.raises(InvalidParameterError, match=r"Unknown modality 'radar'; valid names are \['env'"):
+        ds.select(["radar"])
