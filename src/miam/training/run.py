@@ -102,8 +102,11 @@ class PortableCheckpoint(ModelCheckpoint):
 def make_trainer(cfg: RunConfig, out: Path, extra_callbacks: list | None = None) -> L.Trainer:
     t = cfg.trainer
     checkpoint = PortableCheckpoint(dirpath=str(out / "checkpoints"), filename="best", monitor="val/selection",
-                                 mode="max", save_last=True, auto_insert_metric_name=False)
-    callbacks = [ImbalanceFeedback(), checkpoint,
+                                 mode="max", auto_insert_metric_name=False)
+    # every epoch, for resume: Lightning's save_last only follows an improvement of the monitor
+    last = PortableCheckpoint(dirpath=str(out / "checkpoints"), filename="last", save_top_k=1,
+                              enable_version_counter=False)
+    callbacks = [ImbalanceFeedback(), checkpoint, last,
                  EarlyStopping(monitor="val/selection", mode="max", patience=t.patience)]
     if t.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps)))
