@@ -55,8 +55,8 @@ def test_explanations_find_the_generators_signal(explanation):
     signal = np.asarray(truth["token_importance"]["env"]) > 0
     assert env.values[signal].mean() > 2 * env.values[~signal].mean()
     sat = explanation.tokens["satellite"]
-    kernel = np.asarray(truth["token_importance"]["satellite"])
-    assert sat.values[kernel == kernel.max()].mean() > sat.values[kernel == kernel.min()].mean()
+    footprint = np.asarray(truth["token_importance"]["satellite"])
+    assert sat.values[footprint == footprint.max()].mean() > sat.values[footprint == 0].mean()
     for res in [modalities, *explanation.tokens.values()]:
         assert res.efficiency_gap() < 1e-9
     assert {"modalities", "env", "climate", "satellite"} == set(explanation.agreement["level"])

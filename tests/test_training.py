@@ -30,7 +30,7 @@ def dataset():
 @pytest.fixture(scope="module")
 def miam_run(dataset, tmp_path_factory):
     cfg = config(tmp_path_factory.mktemp("miam"), trainer={"max_epochs": 6},
-                 model={"d_model": 48, "heads": 4, "depth": 2}, masking={"window": 3})
+                 model={"d_model": 48, "heads": 4, "depth": 2}, masking={"window": 3, "score_baseline": 0.5})
     return train(cfg, dataset=dataset)
 
 
@@ -40,7 +40,7 @@ def test_model_learns_and_beats_a_trivial_predictor(miam_run, dataset):
     test_target = torch.as_tensor(dataset.target[dataset.splits["test"]])
     assert chance_score(dataset.task, test_target) == 0.5
     assert s["full"] > 0.65, s
-    assert s["env"] > 0.6 and s["satellite"] > 0.55, s
+    assert s["env"] > 0.6 and s["climate"] > 0.55 and s["satellite"] > 0.52, s   # the slow one, 6 epochs
     assert len(table) == 7 and table["value"].between(0, 1).all()
 
 
@@ -53,7 +53,9 @@ def test_miam_weights_mask_the_easy_modality_more(miam_run):
     assert (w.iloc[0] == 1).all()
     # the easy modality is the strongest alone from the second epoch on ...
     assert (rho_s["env"].iloc[1:] > 1).all(), rho_s
-    # ... and, strong and settled, it is masked more: geometric mean of w over later epochs
+    # ... and, strong and settled, it is masked more: geometric mean of w over later epochs. (With raw
+    # AUROC ratios, score_baseline 0, the starved satellite's slow progress reads as "settled" and
+    # can outweigh its low rho_s: benchmarks/strategies.py measures both.)
     log_w = np.log(w.iloc[2:])
     assert log_w["env"].mean() > 0, w
     assert log_w["env"].mean() > log_w["satellite"].mean(), w
@@ -86,6 +88,8 @@ def test_resume_continues_exactly(dataset, tmp_path):
     assert resumed.epochs == full.epochs == 4
     a = torch.load(full.last_checkpoint, weights_only=False)
     b = torch.load(resumed.last_checkpoint, weights_only=False)
+    # last.ckpt is the final epoch's even where the monitored score stopped improving (here after epoch 0)
+    assert a["epoch"] == b["epoch"] == 3
     assert a["global_step"] == b["global_step"]
     for k, v in a["state_dict"].items():
         assert torch.equal(v, b["state_dict"][k]), k

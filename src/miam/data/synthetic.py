@@ -2,7 +2,8 @@
 
 Sites lie in a square landscape (coordinates in km). Every covariate is a spatially
 autocorrelated Gaussian random field (random Fourier features of an RBF kernel), so
-nearby sites look alike and a spatial block split is needed for honest scores.
+nearby sites look alike and a spatial block split is needed for honest scores. Tokens
+are independent of each other, so each one's true importance is well defined.
 
 Modalities (default sizes):
 
@@ -10,18 +11,19 @@ Modalities (default sizes):
   *linearly* with decreasing strength, the rest are spatially structured noise.
   Easy and fast to learn, but only part of the signal.
 * ``climate`` — 3 variables x 12 months, one token per month (token_shape ``[3]``);
-  the species respond to month-specific anomalies of temperature in early summer and
-  of precipitation in spring.
+  the species respond to month-specific anomalies of temperature in May-Jul and of
+  precipitation in Mar-Apr; the other months carry no signal.
 * ``satellite`` — a 4-band 16 x 16 image cut into 4 x 4 patches of 4 x 4 pixels; the
-  signal is the *texture amplitude* of a fine-scale habitat field, weighted by a
-  Gaussian kernel centred on the site. A nonlinear (|.|-like) function of the pixels,
-  so slower to learn, and independent of ``env``: complementary signal.
+  signal is the *texture amplitude* of a fine-scale habitat field in the
+  ``n_sat_informative`` patches nearest the site, nearer ones weighing more. A nonlinear
+  (|.|-like) function of the pixels, so slower to learn, and independent of ``env``:
+  complementary signal.
 * ``coords`` (optional) — the normalised location.
 
 Every species' logit is ``a_env f_env + a_clim f_clim + a_sat f_sat + bias`` with each
 ``f`` standardised, so the ground truth of modality importance is the share of
-logit variance, and within a modality the squared token weights. Both are in
-``dataset.info["truth"]``.
+logit variance, and within a modality each token's share of that modality's part, as
+realised by the drawn coefficients. Both are in ``dataset.info["truth"]``.
 """
 
 from __future__ import annotations
@@ -53,6 +55,32 @@ def _standardise(x: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
     return (x - x.mean(axis=axis, keepdims=True)) / (x.std(axis=axis, keepdims=True) + 1e-12)
 
 
+def _species_response(rng: np.random.Generator, weight: np.ndarray, n_species: int) -> np.ndarray:
+    """Coefficients [T, S], random per species, whose realised token shares are ``weight**2`` (normalised).
+
+    Squared responses are balanced by Sinkhorn scaling: every token has mean square 1 over
+    species and every species the same total ``sum(weight**2)``, so no draw of the
+    coefficients reorders the designed importance of the tokens.
+    """
+    g = rng.normal(size=(len(weight), n_species))
+    g2, w2 = g ** 2, weight ** 2
+    for _ in range(100):
+        g2 /= g2.mean(1, keepdims=True)
+        g2 *= w2.sum() / (w2 @ g2)[None]
+    return weight[:, None] * np.sign(g) * np.sqrt(g2)
+
+
+def _token_shares(coef: np.ndarray) -> np.ndarray:
+    """Each token's share of the modality's logit variance, summed over species and normalised.
+
+    Tokens are independent unit-variance fields and each species' part is standardised, so
+    token t explains ``coef[t, s]**2 / sum_t coef[t, s]**2`` of species s's part: the truth
+    as realised by this draw of coefficients, not only its expectation.
+    """
+    per_species = coef ** 2 / np.maximum((coef ** 2).sum(0, keepdims=True), 1e-300)
+    return per_species.sum(1) / per_species.sum()
+
+
 def make_dataset(
     seed: int = 0,
     n_sites: int = 3000,
@@ -60,6 +88,7 @@ def make_dataset(
     task: str = "multilabel",
     n_env: int = 12,
     n_env_informative: int = 6,
+    n_sat_informative: int = 5,
     image_size: int = 16,
     patch_size: int = 4,
     n_bands: int = 4,
@@ -109,29 +138,34 @@ def make_dataset(
     env = _random_field(rng, xy, n_env, lengthscale=extent_km / 6)
     env_weight = np.zeros(n_env)
     env_weight[:n_env_informative] = np.linspace(1.0, 0.25, n_env_informative)
-    env_coef = rng.normal(size=(n_env, n_species)) * env_weight[:, None]
+    env_coef = _species_response(rng, env_weight, n_species)
     f_env = env @ env_coef
 
-    # --- climate: seasonal cycle + a weak site base + month-specific anomalies.
+    # --- climate: seasonal cycle + month-specific anomalies, independent between months,
+    #     so a month without a weight tells nothing about the species (its true share is 0).
     n_months, n_vars = len(MONTHS), len(CLIMATE_VARIABLES)
     season = np.stack([np.cos(2 * np.pi * (np.arange(n_months) - 6.5) / 12) * a for a in (8.0, 3.0, 5.0)], 1)
-    base = _random_field(rng, xy, n_vars, lengthscale=extent_km / 5)
     anomaly = _random_field(rng, xy, n_months * n_vars, lengthscale=extent_km / 8).reshape(n_sites, n_months, n_vars)
-    climate = season[None] + 0.3 * base[:, None, :] + anomaly
+    climate = season[None] + anomaly
     clim_weight = np.zeros((n_months, n_vars))
-    clim_weight[[4, 5, 6], 0] = [0.6, 1.0, 0.7]      # tas May-Jul
-    clim_weight[[2, 3], 1] = [0.8, 0.6]              # pr Mar-Apr
-    clim_coef = rng.normal(size=(n_months, n_vars, n_species)) * clim_weight[..., None]
-    f_clim = np.einsum("nmv,mvs->ns", anomaly, clim_coef)
+    clim_weight[[4, 5, 6], 0] = [0.55, 1.0, 0.75]    # tas May-Jul
+    clim_weight[[2, 3], 1] = [0.85, 0.4]             # pr Mar-Apr
+    clim_coef = _species_response(rng, clim_weight.ravel(), n_species)
+    f_clim = anomaly.reshape(n_sites, -1) @ clim_coef
 
-    # --- satellite: texture amplitude of a fine-scale habitat field around the site.
+    # --- satellite: texture amplitude of a fine-scale habitat field in each patch; the
+    #     ``n_sat_informative`` patches nearest the site (which lies a little off the image
+    #     centre) count, nearer ones more. Every species responds to the same footprint.
     grid = image_size // patch_size
     offsets = (np.arange(grid) - (grid - 1) / 2) * 0.8  # km between patch centres
     dx, dy = np.meshgrid(offsets, offsets, indexing="ij")
-    patch_xy = xy[:, None, :] + np.stack([dx.ravel(), dy.ravel()], 1)[None]        # [N, P, 2]
+    patch_offset = np.stack([dx.ravel(), dy.ravel()], 1)
+    patch_xy = xy[:, None, :] + patch_offset[None]                                  # [N, P, 2]
     n_patches = grid * grid
-    hab_rng = np.random.default_rng(rng.integers(2**32))
-    habitat = _random_field(hab_rng, patch_xy.reshape(-1, 2), 1, lengthscale=1.2).reshape(n_sites, n_patches)
+    if not 0 < n_sat_informative <= n_patches:
+        raise InvalidParameterError(f"n_sat_informative must be in [1, {n_patches}] patches, got {n_sat_informative}.")
+    # fine-scale habitat varies below the patch spacing: independent between patches, so the truth is per patch
+    habitat = rng.normal(size=(n_sites, n_patches))
     amplitude = np.log1p(np.exp(1.5 * habitat))                                      # softplus >= 0
     brightness = _random_field(rng, patch_xy.reshape(-1, 2), n_bands, lengthscale=3.0).reshape(n_sites, n_patches, n_bands)
     u, v = np.meshgrid(np.arange(patch_size), np.arange(patch_size), indexing="ij")
@@ -141,10 +175,11 @@ def make_dataset(
     pixels = (amplitude[..., None] * sign * band_gain)[..., None, None] * checker \
         + 0.5 * brightness[..., None, None] \
         + pixel_noise * rng.normal(size=(n_sites, n_patches, n_bands, patch_size, patch_size))
-    kernel = np.exp(-(dx.ravel() ** 2 + dy.ravel() ** 2) / (2 * 0.8 ** 2))
-    sat_coef = rng.normal(size=(n_patches, n_species)) * kernel[:, None]
-    amp_std = _standardise(amplitude, (0,))
-    f_sat = amp_std @ sat_coef
+    nearest = np.argsort(np.linalg.norm(patch_offset - np.array([0.15, -0.1]), axis=1))[:n_sat_informative]
+    sat_weight = np.zeros(n_patches)
+    sat_weight[nearest] = np.linspace(1.0, 0.3, n_sat_informative)
+    sat_coef = sat_weight[:, None] * rng.normal(size=(1, n_species))
+    f_sat = _standardise(amplitude, (0,)) @ sat_coef
 
     # --- species logits: each modality's part standardised, scaled by its strength.
     parts = {"env": f_env, "climate": f_clim, "satellite": f_sat}
@@ -180,9 +215,9 @@ def make_dataset(
     truth = {
         "modality_importance": dict(zip(parts, (shares / shares.sum()).tolist())),
         "token_importance": {
-            "env": (env_weight ** 2 / (env_weight ** 2).sum()).tolist(),
-            "climate": ((clim_weight ** 2).sum(1) / (clim_weight ** 2).sum()).tolist(),
-            "satellite": (kernel ** 2 / (kernel ** 2).sum()).tolist(),
+            "env": _token_shares(env_coef).tolist(),
+            "climate": _token_shares(clim_coef).reshape(n_months, n_vars).sum(1).tolist(),
+            "satellite": _token_shares(sat_coef).tolist(),
         },
         "easy_modality": "env",
         "slow_modality": "satellite",
