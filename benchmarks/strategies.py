@@ -2,15 +2,19 @@
 
 Prints mean ± sd over seeds of the test score averaged over all non-empty modality
 subsets, the full-input score, and each single modality's score (the weak, slow one —
-``satellite`` — is the one MIAM should lift).
+``satellite`` — is the one MIAM should lift). The row ``alone:satellite`` is a model
+trained on that modality only: the gap between it and a joint model's satellite column
+is how much the joint model starves it. ``--miam-set`` adds a MIAM row with config
+overrides (e.g. ``masking.score_baseline=0.5``).
 
-    python benchmarks/strategies.py --seeds 3 --epochs 30
+    python benchmarks/strategies.py --seeds 3 --epochs 15 --miam-set masking.score_baseline=0.5
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import re
 import time
 import warnings
 
@@ -33,6 +37,9 @@ def main() -> None:
     ap.add_argument("--strategies", default=",".join(list_strategies()))
     ap.add_argument("--config", default=str(packaged_config("demo.yaml")))
     ap.add_argument("--set", action="append", default=[], help="config override section.key=value")
+    ap.add_argument("--alone", default="satellite", help="also train on this modality alone ('' for none)")
+    ap.add_argument("--miam-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="add a MIAM row trained with these config overrides")
     ap.add_argument("--out", default="miam_runs/bench_strategies")
     args = ap.parse_args()
     if args.combine:
@@ -41,22 +48,30 @@ def main() -> None:
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
-    base = load_config(args.config, [*args.set, f"trainer.max_epochs={args.epochs}", "trainer.progress_bar=false"])
+    common = [*args.set, f"trainer.max_epochs={args.epochs}", "trainer.progress_bar=false"]
+    base = load_config(args.config, common)
     rows = []
     seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else range(args.seeds)
     for seed in seeds:
         data_params = {**base.data.params, "seed": seed}
         dataset = build_dataset(base.data.name, **data_params)
-        for name in args.strategies.split(","):
-            params = dict(base.masking.params) if name == "miam" else {}
-            cfg = base.replace(masking={"strategy": name, "params": params}, trainer={"seed": seed},
-                               data={"params": data_params}, out_dir=f"{args.out}/{name}/seed{seed}")
+        runs = [(name, name, base, dataset) for name in args.strategies.split(",") if name]
+        if args.miam_set:
+            runs.append((f"miam[{','.join(args.miam_set)}]", "miam",
+                         load_config(args.config, [*common, *args.miam_set]), dataset))
+        if args.alone:
+            runs.append((f"alone:{args.alone}", "constant", base, dataset.select([args.alone])))
+        for name, strategy, cfg, data in runs:
+            params = dict(cfg.masking.params) if strategy == "miam" else {"q": 0.0} if name.startswith("alone") else {}
+            cfg = cfg.replace(masking={"strategy": strategy, "params": params},
+                              trainer={"seed": seed}, data={"params": data_params},
+                              out_dir=f"{args.out}/{re.sub(r'[^A-Za-z0-9_.=-]+', '_', name)}/seed{seed}")
             t0 = time.perf_counter()
-            result = train(cfg, dataset=dataset)
+            result = train(cfg, dataset=data)
             summary = summarize(result, test_subsets(result))
             rows.append({"strategy": name, "seed": seed, **summary, "epochs": result.epochs,
                          "seconds": time.perf_counter() - t0})
-            print(f"seed {seed} {name:18s} avg_subsets {summary['avg_modality_subsets']:.4f} "
+            print(f"seed {seed} {name:30s} avg_subsets {summary['avg_modality_subsets']:.4f} "
                   f"full {summary['full']:.4f}", flush=True)
     df = pd.DataFrame(rows)
     df.to_csv(f"{args.out}/results.csv", index=False)
@@ -75,7 +90,8 @@ def report(df: pd.DataFrame, epochs: int | None = None) -> None:
           + (f" ({epochs} epochs max):" if epochs else ":"))
     print(table.sort_values("avg_modality_subsets", ascending=False).to_markdown()
           if _has_tabulate() else table.to_string())
-    best_fixed = agg["avg_modality_subsets"]["mean"].drop("miam", errors="ignore").max()
+    fixed = [s for s in agg.index if not s.startswith(("miam", "alone:"))]
+    best_fixed = agg.loc[fixed, ("avg_modality_subsets", "mean")].max()
     if "miam" in agg.index:
         print(f"\nMIAM avg_modality_subsets - best fixed strategy: "
               f"{agg.loc['miam', ('avg_modality_subsets', 'mean')] - best_fixed:+.4f}")
