@@ -42,12 +42,16 @@ CLIMATE_VARIABLES = ("tas", "pr", "rsds")
 
 def _random_field(rng: np.random.Generator, xy: np.ndarray, n_fields: int, lengthscale: float,
                   n_features: int = 96) -> np.ndarray:
-    """``n_fields`` standardised, spatially autocorrelated fields at points ``xy`` [N, 2] -> [N, n_fields]."""
+    """``n_fields`` standardised, spatially autocorrelated fields at points ``xy`` [N, 2] -> [N, n_fields].
+
+    Few features or a lengthscale near the landscape's size make every field a smooth
+    function of location, so a handful of unrelated fields predict any other one (a
+    location proxy): the covariates use many features and a short lengthscale.
+    """
     omega = rng.normal(0.0, 1.0 / lengthscale, size=(n_fields, 2, n_features))
     phase = rng.uniform(0, 2 * np.pi, size=(n_fields, 1, n_features))
-    amp = rng.normal(size=(n_fields, n_features, 1))
-    feats = np.cos(np.einsum("nd,kdf->knf", xy, omega) + phase)            # [K, N, F]
-    f = (feats @ amp)[..., 0].T                                            # [N, K]
+    amp = rng.normal(size=(n_fields, n_features))
+    f = np.stack([np.cos(xy @ omega[k] + phase[k]) @ amp[k] for k in range(n_fields)], 1)  # [N, K], memory N x F
     return (f - f.mean(0)) / (f.std(0) + 1e-12)
 
 
@@ -99,6 +103,7 @@ def make_dataset(
     missing: Mapping[str, float] | None = None,
     token_missing: Mapping[str, float] | None = None,
     extent_km: float = 100.0,
+    lengthscale_km: float = 2.5,
     block_km: float = 10.0,
     split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
 ) -> MultimodalDataset:
@@ -113,6 +118,9 @@ def make_dataset(
         pixel_noise: standard deviation of the satellite pixel noise (the texture amplitude is ~1).
         missing: share of sites missing a whole modality, e.g. ``{"satellite": 0.2}``.
         token_missing: share of tokens missing at random, e.g. ``{"env": 0.05}``.
+        lengthscale_km: correlation length of the env and climate fields; well under
+            ``extent_km`` so that no modality's fields stand in for the location (and so
+            for the others' signal), yet neighbouring sites (~1 km apart) stay alike.
         block_km: side of the square blocks of the spatial train/val/test split.
 
     Returns:
@@ -135,7 +143,7 @@ def make_dataset(
     xy = rng.uniform(0, extent_km, size=(n_sites, 2))
 
     # --- env: informative fields first, then structured noise.
-    env = _random_field(rng, xy, n_env, lengthscale=extent_km / 6)
+    env = _random_field(rng, xy, n_env, lengthscale_km, n_features=512)
     env_weight = np.zeros(n_env)
     env_weight[:n_env_informative] = np.linspace(1.0, 0.25, n_env_informative)
     env_coef = _species_response(rng, env_weight, n_species)
@@ -145,7 +153,8 @@ def make_dataset(
     #     so a month without a weight tells nothing about the species (its true share is 0).
     n_months, n_vars = len(MONTHS), len(CLIMATE_VARIABLES)
     season = np.stack([np.cos(2 * np.pi * (np.arange(n_months) - 6.5) / 12) * a for a in (8.0, 3.0, 5.0)], 1)
-    anomaly = _random_field(rng, xy, n_months * n_vars, lengthscale=extent_km / 8).reshape(n_sites, n_months, n_vars)
+    anomaly = _random_field(rng, xy, n_months * n_vars, lengthscale_km, n_features=512)
+    anomaly = anomaly.reshape(n_sites, n_months, n_vars)
     climate = season[None] + anomaly
     clim_weight = np.zeros((n_months, n_vars))
     clim_weight[[4, 5, 6], 0] = [0.55, 1.0, 0.75]    # tas May-Jul
