@@ -6,6 +6,7 @@ import torch
 from miam.data.synthetic import make_dataset
 from miam.errors import InvalidParameterError, ShapeError
 from miam.models import TaskLoss, TokenModel, build_model, full_weighted_bce
+from miam.models.chunked import forward_subsets_chunked
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,8 @@ def test_forward_subsets_equals_one_pass_per_subset(ds, hidden):
     for s in range(5):
         one = model(batch, masks[s].expand(10, -1))
         assert torch.allclose(together[s], one, atol=1e-5)
+    for max_rows in (1, 20, 30, 10_000):                  # 1, 2, 3 or all 5 masks a pass
+        assert torch.allclose(forward_subsets_chunked(model, batch, masks, max_rows), together, atol=1e-5)
 
 
 def test_drop_mode_packs_visible_tokens(ds):

@@ -14,12 +14,11 @@ from torch import Tensor
 from miam.data.batch import MultimodalBatch
 from miam.data.spec import ModalitySpec, TaskSpec
 from miam.errors import InvalidParameterError, ShapeError
+from miam.models.chunked import DEFAULT_MAX_ROWS, forward_subsets_chunked
 from miam.scores import METRIC_NAMES, task_score
 
 Subset = Sequence[str] | Tensor
 
-#: (subset x sample) rows per forward pass by device type, when ``max_rows`` is None
-DEFAULT_MAX_ROWS = {"cpu": 512, "cuda": 8192}
 
 
 def token_groups(specs: Sequence[ModalitySpec], groups: Mapping[str, Sequence[str]] | None = None
@@ -72,7 +71,7 @@ class SubsetEvaluator:
         groups: optional modality grouping; subsets are then named by group.
         batch_size: samples per data batch.
         max_rows: most (subset x sample) rows in one forward pass; None picks
-            :data:`DEFAULT_MAX_ROWS` for the model's device (CPU passes are memory-bound, so
+            :data:`miam.models.chunked.DEFAULT_MAX_ROWS` for the model's device (CPU passes are memory-bound, so
             smaller chunks run faster there; ``benchmarks/subsets.py`` measures it).
 
     Masks are scored in order of their number of visible tokens, so that with
@@ -143,9 +142,7 @@ class SubsetEvaluator:
                 if rows.ndim == 3 and rows.shape[1] != batch.batch_size:
                     raise ShapeError(f"Expected per-sample masks [S, N, T] with N >= {offset}, "
                                      f"got {list(masks.shape)}.")
-                chunk = max(1, self.max_rows // max(1, batch.batch_size))
-                parts = [self.model.forward_subsets(batch, rows[i:i + chunk]) for i in range(0, len(rows), chunk)]
-                out.append(torch.cat(parts).float().cpu())
+                out.append(forward_subsets_chunked(self.model, batch, rows, self.max_rows).float().cpu())
                 targets.append(batch.target.cpu())
         finally:
             self.model.train(was_training)
