@@ -10,7 +10,7 @@ from miam.balance import get_method, list_methods
 from miam.balance.methods import StepContext, method_class
 from miam.balance.methods.amss import amss_keep_fractions, channel_mask, label_entropy
 from miam.balance.methods.cggm import cggm_coefficients, cggm_direction_loss
-from miam.balance.methods.functional import positive_scores, ratio_to_others, shapley_matrix, unimodal_scores
+from miam.balance.methods.functional import positive_scores, ratio_to_others, unimodal_scores
 from miam.balance.methods.miles import miles_lr_scales
 from miam.balance.methods.mla import project_gradient, rls_projector_update
 from miam.balance.methods.mnl import negative_learning_term
@@ -19,6 +19,7 @@ from miam.balance.methods.ogm_ge import modulate_gradient, ogm_coefficients
 from miam.balance.methods.opm_feature import opm_drop_probabilities
 from miam.data.synthetic import make_dataset
 from miam.errors import ConfigError, InvalidParameterError
+from miam.explain.functional import all_coalitions, shapley_matrix
 from miam.models import LateFusionModel
 
 
@@ -325,7 +326,7 @@ def test_msam_takes_the_sam_step_on_the_dominant_term_only():
 
 def test_shapley_matrix_is_exact():
     for n in (2, 3, 4):
-        subsets, w = shapley_matrix(n)
+        subsets, w = all_coalitions(n), shapley_matrix(n)      # the exact Shapley map M-SAM uses
         v = torch.rand(2 ** n, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
         phi = w @ v
         assert float(phi.sum()) == pytest.approx(float(v[-1] - v[0]))      # efficiency

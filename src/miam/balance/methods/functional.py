@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -55,28 +53,6 @@ def ratio_to_others(scores: Tensor, floor: float = 1e-12) -> Tensor:
     s = scores.to(torch.float64).clamp_min(floor)
     ratio = s.unsqueeze(1) / s.unsqueeze(0)
     return ((ratio.sum(dim=1) - 1.0) / (len(s) - 1)).to(scores.dtype)
-
-
-def shapley_matrix(n: int) -> tuple[Tensor, Tensor]:
-    """The 2^n subsets as bool rows ``[2^n, n]`` (row k holds modality i iff bit i of k is
-    set) and the matrix ``W [n, 2^n]`` with phi = W v: the exact Shapley values of a game
-    given by its values v on those subsets.
-
-    W[m, S] = w(|S| - 1) if m in S, else -w(|S|), with w(k) = k! (n - k - 1)! / n!.
-
-    Example:
-        >>> subsets, w = shapley_matrix(2)
-        >>> v = torch.tensor([0.0, 0.6, 0.2, 1.0], dtype=torch.float64)  # {}, {a}, {b}, {a, b}
-        >>> [round(x, 6) for x in (w @ v).tolist()]  # a: (0.6 + (1.0 - 0.2)) / 2
-        [0.7, 0.3]
-    """
-    subsets = torch.tensor([[bool((k >> i) & 1) for i in range(n)] for k in range(2 ** n)])
-    size = subsets.sum(dim=1)
-    weight = torch.tensor([math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n) for k in range(n)],
-                          dtype=torch.float64)
-    inside = weight[(size - 1).clamp_min(0)].unsqueeze(0).expand(n, -1)
-    outside = -weight[size.clamp_max(n - 1)].unsqueeze(0).expand(n, -1)
-    return subsets, torch.where(subsets.T, inside, outside)
 
 
 def global_norm(tensors: list[Tensor]) -> Tensor:

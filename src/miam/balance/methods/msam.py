@@ -9,7 +9,8 @@ from torch import Tensor, nn
 
 from miam._validation import Interval
 from miam.balance.methods.base import BalancingMethod
-from miam.balance.methods.functional import global_norm, shapley_matrix
+from miam.balance.methods.functional import global_norm
+from miam.explain.functional import all_coalitions, coalition_masks, exact_shapley
 
 
 def sam_gradient(params: Sequence[nn.Parameter], closure: Callable[[], Tensor], weight: float,
@@ -50,9 +51,8 @@ def batch_shapley(model: nn.Module, batch, loss_fn, kind: str) -> Tensor:
     """Exact Shapley values of the modalities on the batch, ``[M]``, from 2^M masked passes
     (one ``forward_subsets`` call): the game is the batch accuracy (multiclass) or minus
     the task loss (multilabel)."""
-    m = len(model.modalities)
-    subsets, w = shapley_matrix(m)
-    masks = subsets.to(model.token_modality.device)[:, model.token_modality]            # [2^M, T]
+    subsets = all_coalitions(len(model.modalities), model.token_modality.device)
+    masks = coalition_masks(subsets, model.token_modality, others_visible=False)         # [2^M, T]
     was_training = model.training
     model.eval()
     try:
@@ -64,7 +64,7 @@ def batch_shapley(model: nn.Module, batch, loss_fn, kind: str) -> Tensor:
                 value = -torch.stack([loss_fn(lg, batch.target) for lg in logits]).double()
     finally:
         model.train(was_training)
-    return w.to(value) @ value
+    return exact_shapley(value)
 
 
 def normalise_shares(phi: Tensor) -> Tensor:
