@@ -148,13 +148,6 @@ class SplitView(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def select(self, modalities: Sequence[str]) -> MultimodalDataset:
-        """The same samples, targets and splits with only ``modalities`` (a unimodal reference, an ablation)."""
-        specs = [self.spec(m) for m in modalities]
-        return MultimodalDataset({s.name: self.tokens[s.name] for s in specs}, self.target, specs, self.task,
-                                 present={s.name: self.present[s.name] for s in specs}, ids=self.ids,
-                                 coords=self.coords, splits=self.splits, info=self.info)
-
     def __getitems__(self, indices: Sequence[int]) -> MultimodalBatch:
         return self.base.__getitems__(self.indices[np.asarray(indices, dtype=np.int64)])
 
