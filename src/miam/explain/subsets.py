@@ -14,11 +14,10 @@ from torch import Tensor
 from miam.data.batch import MultimodalBatch
 from miam.data.spec import ModalitySpec, TaskSpec
 from miam.errors import InvalidParameterError, ShapeError
-from miam.models.chunked import DEFAULT_MAX_ROWS, forward_subsets_chunked
+from miam.models.chunked import forward_subsets_chunked
 from miam.scores import METRIC_NAMES, task_score
 
 Subset = Sequence[str] | Tensor
-
 
 
 def token_groups(specs: Sequence[ModalitySpec], groups: Mapping[str, Sequence[str]] | None = None
@@ -71,8 +70,8 @@ class SubsetEvaluator:
         groups: optional modality grouping; subsets are then named by group.
         batch_size: samples per data batch.
         max_rows: most (subset x sample) rows in one forward pass; None picks
-            :data:`miam.models.chunked.DEFAULT_MAX_ROWS` for the model's device (CPU passes are memory-bound, so
-            smaller chunks run faster there; ``benchmarks/subsets.py`` measures it).
+            :data:`miam.models.chunked.DEFAULT_MAX_ROWS` for the model's device (the cost
+            per row grows with the rows of a CPU pass; ``benchmarks/subsets.py`` measures it).
 
     Masks are scored in order of their number of visible tokens, so that with
     ``hidden="drop"`` the packed sequences of one pass have similar lengths.
@@ -85,8 +84,7 @@ class SubsetEvaluator:
         self.task = task
         self.names, self.token_group = token_groups(model.specs, groups)
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
-        self.batch_size = batch_size
-        self.max_rows = DEFAULT_MAX_ROWS.get(self.device.type, 8192) if max_rows is None else max_rows
+        self.batch_size, self.max_rows = batch_size, max_rows
 
     def masks(self, subsets: Iterable[Subset]) -> Tensor:
         """Token masks [S, T] for subsets given by names (or as bool [T] masks)."""
