@@ -38,6 +38,8 @@ from miam.errors import InvalidParameterError, check_choice
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 CLIMATE_VARIABLES = ("tas", "pr", "rsds")
+#: random Fourier features of each env and climate field (few would make fields stand in for the location)
+COVARIATE_FEATURES = 512
 
 
 def _random_field(rng: np.random.Generator, xy: np.ndarray, n_fields: int, lengthscale: float,
@@ -143,7 +145,7 @@ def make_dataset(
     xy = rng.uniform(0, extent_km, size=(n_sites, 2))
 
     # --- env: informative fields first, then structured noise.
-    env = _random_field(rng, xy, n_env, lengthscale_km, n_features=512)
+    env = _random_field(rng, xy, n_env, lengthscale_km, COVARIATE_FEATURES)
     env_weight = np.zeros(n_env)
     env_weight[:n_env_informative] = np.linspace(1.0, 0.25, n_env_informative)
     env_coef = _species_response(rng, env_weight, n_species)
@@ -153,7 +155,7 @@ def make_dataset(
     #     so a month without a weight tells nothing about the species (its true share is 0).
     n_months, n_vars = len(MONTHS), len(CLIMATE_VARIABLES)
     season = np.stack([np.cos(2 * np.pi * (np.arange(n_months) - 6.5) / 12) * a for a in (8.0, 3.0, 5.0)], 1)
-    anomaly = _random_field(rng, xy, n_months * n_vars, lengthscale_km, n_features=512)
+    anomaly = _random_field(rng, xy, n_months * n_vars, lengthscale_km, COVARIATE_FEATURES)
     anomaly = anomaly.reshape(n_sites, n_months, n_vars)
     climate = season[None] + anomaly
     clim_weight = np.zeros((n_months, n_vars))
