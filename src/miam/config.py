@@ -114,6 +114,18 @@ class BalanceConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    #: named input configurations (the paper's partial inputs), each
+    #: ``{name: str, tokens: {modality or group: "all" | [token names or fnmatch globs]}}``; modalities
+    #: not listed are hidden. Their plain mean is ``avg_paper_configs``
+    #: (:func:`miam.explain.configs.resolve_configs`)
+    configs: list[dict[str, Any]] = field(default_factory=list)
+    #: multilabel only: also report the samples-averaged F1 of each sample's top-k predicted species
+    #: (GeoLifeCLEF 2024's score; GeoPlant's baselines use k = 25)
+    top_k_f1: int | None = None
+
+
+@dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -121,6 +133,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     balance: BalanceConfig = field(default_factory=BalanceConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     #: output folder: checkpoints, logs, reports
     out_dir: str = "miam_runs/run"
 
@@ -140,7 +153,8 @@ class RunConfig:
 
 _SECTIONS = {f.name: f.type for f in fields(RunConfig)}
 _SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "masking": MaskingConfig,
-                    "optim": OptimConfig, "trainer": TrainerConfig, "balance": BalanceConfig}
+                    "optim": OptimConfig, "trainer": TrainerConfig, "balance": BalanceConfig,
+                    "evaluation": EvaluationConfig}
 
 
 def from_dict(d: Mapping[str, Any], source: str = "config") -> RunConfig:
