@@ -74,8 +74,15 @@ class MaskingConfig:
     eps: float = 1e-3
     window: int = 1
     clamp: list[float] | None = None
-    #: subtracted from each unimodal score before rho_s (0.5 = AUROC's chance level; ours, 0 = the paper)
-    score_baseline: float = 0.0
+    #: subtracted from each unimodal score before rho_s: a number, or ``chance`` (the metric's:
+    #: AUROC 0.5, top-1 1/C); ours, 0 = the paper
+    score_baseline: float | str = 0.0
+    #: how rho_d reads a score's speed: ``diff`` (mean |one-epoch change| over ``window``, the paper)
+    #: or ``slope`` (|least-squares slope| over ``window`` + 1 epochs); ours
+    derivative: str = "diff"
+    #: z > 0: a score change within z standard errors of the validation score's own noise counts as
+    #: that noise (d_m floored); 0 = the paper; ours
+    noise_floor: float = 0.0
 
 
 @dataclass
