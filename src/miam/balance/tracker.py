@@ -104,8 +104,9 @@ class ImbalanceTracker:
                 raise InvalidParameterError(f"ImbalanceTracker.update: noise_floor={self.noise_floor} needs the "
                                             f"standard error of every score {self.modalities}; got {standard_errors}.")
             se = torch.tensor([float(standard_errors[m]) for m in self.modalities], dtype=torch.float64)
-            floor = self.noise_floor * F.change_noise(se, len(self.history_), self.window, self.derivative)
         if len(self.history_) >= 2:
+            if self.noise_floor > 0:
+                floor = self.noise_floor * F.change_noise(se, len(self.history_), self.window, self.derivative)
             self.rho_s_ = F.score_ratio(s - self.baseline, floor=self.eps)
             self.rho_d_ = F.change_ratio(self.history_, self.eps, self.window, self.derivative, floor)
             self.weights_ = F.imbalance_weights(self.rho_s_, self.rho_d_, self.lambda_s, self.lambda_d, self.clamp)
