@@ -81,3 +81,32 @@ def test_score_baseline_follows_the_metric_and_never_silently_half_for_accuracy(
         assert score_baseline(0.5, TaskSpec("multiclass", 8)) == 0.5
     with pytest.raises(ConfigError, match="must be 'chance' or a number in \\[0, 1\\), got 'half'"):
         score_baseline("half", TaskSpec("multilabel", 5))
+
+
+def test_a_real_run_logs_standard_errors_and_floors_rho_d_with_them(tmp_path):
+    """The wiring: validation SEs reach the tracker, and rho_d is the formula on the logged values."""
+    import pandas as pd
+
+    from miam.config import from_dict
+    from miam.data.synthetic import make_dataset
+    from miam.training.run import train
+
+    cfg = from_dict({"model": {"d_model": 16, "depth": 1, "heads": 2}, "data": {"batch_size": 64},
+                     "masking": {"score_baseline": "chance", "derivative": "slope", "window": 3, "noise_floor": 2.0},
+                     "trainer": {"max_epochs": 4, "patience": 50, "progress_bar": False, "accelerator": "cpu"},
+                     "out_dir": str(tmp_path / "run")})
+    result = train(cfg, dataset=make_dataset(seed=0, n_sites=600, n_species=6))
+    metrics = pd.read_csv(next((tmp_path / "run" / "logs").rglob("metrics.csv")))
+    names = ["env", "climate", "satellite"]
+    val = metrics.dropna(subset=["val/score_env"]).groupby("epoch").last()
+    se = val[[f"val/se_{m}" for m in names]].to_numpy()
+    assert (se > 0.005).all() and (se < 0.1).all(), se        # 60 validation sites: a few points of AUROC
+    traj = result.trajectory().pivot(index="epoch", columns="modality")
+    scores = torch.tensor(traj["score"][names].to_numpy())
+    floored = 0
+    for e in range(1, 4):
+        floor = 2.0 * F.change_noise(torch.tensor(se[e]), e + 1, 3, "slope")
+        expected = F.change_ratio(scores[:e + 1], 1e-3, 3, "slope", floor)
+        assert traj["rho_d"][names].iloc[e].tolist() == pytest.approx(expected.tolist(), rel=1e-6)
+        floored += int((F.score_change(scores[:e + 1], 3, "slope") < floor).any())
+    assert floored >= 1     # the floor decided some rho_d: without it these values would differ

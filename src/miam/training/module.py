@@ -238,6 +238,9 @@ class MiamModule(L.LightningModule):
     def log_scores(self, stage: str, scores: Mapping[str, float]) -> None:
         for name, value in scores.items():
             self.log(f"{stage}/score_{name}", value, sync_dist=False)
+        if stage == "val":   # each view's standard error: how much of an epoch's change is noise
+            for name, value in self.val_standard_errors_.items():
+                self.log(f"val/se_{name}", value, sync_dist=False)
         self.log(f"{stage}/selection", float(np.mean(list(scores.values()))), prog_bar=stage == "val")
 
     def on_test_epoch_end(self) -> None:
