@@ -121,6 +121,11 @@ def test_train_and_evaluate_print_every_configuration_and_both_averages(tmp_path
         assert name in printed
     line = next(ln for ln in printed.splitlines() if "avg_paper_configs" in ln)
     assert "mean over the 3 named configurations (avg_paper_configs)" in line and "avg_modality_subsets" in line
+    # the HTML report shows them too
+    assert main(["explain", "--checkpoint", str(out / "checkpoints" / "best.ckpt"), "--max-samples", "60",
+                 "--max-permutations", "4", "--repeats", "1", "--n-boot", "10", "--no-progress"]) == 0
+    html = (out / "explain" / "report.html").read_text()
+    assert "The 3 named input configurations" in html and "June only" in html and "avg_paper_configs" in html
     # a typo in a configuration fails before any training
     bad = {**TINY, "evaluation": {"configs": [{"name": "x", "tokens": {"climate": ["June"]}}]}}
     config.write_text(yaml.safe_dump(bad))
