@@ -61,7 +61,7 @@ from miam.data.cache import Report, lonlat_to_km
 from miam.data.dataset import MultimodalDataset, spatial_block_split
 from miam.data.files_columns import TableReader, table_encoders, timeseries_encoder
 from miam.data.files_images import ImageFolder
-from miam.data.files_io import Encoder, Sites, read_table, site_ids
+from miam.data.files_io import Encoder, Sites, read_table, resolve_column, site_ids
 from miam.data.files_rasters import RasterLayers, raster_encoder
 from miam.data.files_schema import FilesParams, parse_files_params
 from miam.data.files_targets import (coord_columns, coordinates, drop_rare, label_targets, occurrence_targets,
@@ -111,8 +111,21 @@ class FilesData:
         return list(dict.fromkeys(e.source for e in self.encoders))
 
     # ---- sites and targets -------------------------------------------------------------
+    def site_columns(self, df: pd.DataFrame, path: Path) -> tuple[str, tuple[str, str] | None]:
+        """The id column and the (x, y) columns of a sites table; None when there are none and none are needed.
+
+        Raises:
+            DataFormatError: no coordinates while rasters or the spatial split need them,
+                naming the file, the keys ``sites.x``/``sites.y`` and what needs them.
+        """
+        s, p = self.params.sites, self.params
+        needed_by = (f"the raster modalities {[r.name for r in p.rasters]}" if p.rasters else
+                     "the spatial split (split.method: spatial, the default; or use random or column)"
+                     if p.split.method == "spatial" else None)
+        return resolve_column(df, s.id, path, "id"), coord_columns(df, s.x, s.y, path, needed_by)
+
     def read_sites(self, path: str | Path | None = None) -> tuple[Sites, pd.DataFrame, Path]:
-        """A sites table (default: the training one) with the training schema: id, x, y, CRS."""
+        """A sites table (default: the training one) with the training schema: id, x, y (NaN if none), CRS."""
         s = self.params.sites
         if s is None:
             raise ConfigError("This dataset was described by presence-only records: it has no sites table schema "
@@ -120,8 +133,8 @@ class FilesData:
         p = Path(path) if path is not None else self.root / s.path
         df = read_table(p)
         ids = site_ids(df, s.id, p)
-        xc, yc = coord_columns(df, s.x, s.y, p)
-        x, y = coordinates(df, xc, yc, p)
+        _, xy = self.site_columns(df, p)
+        x, y = coordinates(df, *xy, p) if xy else (np.full(len(df), np.nan), np.full(len(df), np.nan))
         return Sites(ids, x, y, s.crs), df, p
 
     def _sites_and_targets(self, notes: list[str]) -> tuple[Sites, pd.DataFrame | None, np.ndarray, TaskSpec,
@@ -142,8 +155,8 @@ class FilesData:
             target, species = drop_rare(target, species, t.min_presences, notes)
             return sites, None, target, TaskSpec("multilabel", len(species), tuple(species)), [], extra
         sites, df, path = self.read_sites()
-        xc, yc = coord_columns(df, p.sites.x, p.sites.y, path)
-        reserved = [p.sites.id, xc, yc] + ([p.split.column] if p.split.method == "column" else [])
+        id_col, xy = self.site_columns(df, path)
+        reserved = [id_col, *(xy or ())] + ([p.split.column] if p.split.method == "column" else [])
         if t.mode == "label":
             labels, classes = label_targets(df, t.label, path)
             return sites, df, labels, TaskSpec("multiclass", len(classes), tuple(classes)), reserved + [t.label], extra
@@ -194,7 +207,7 @@ class FilesData:
 
         def reader(sec: Any) -> TableReader:
             path = self.root / sec.path if sec.path else sites_path
-            key = (path, sec.id or default_id)
+            key = (path, default_id if sec.id is None else sec.id)
             if key not in readers:
                 readers[key] = TableReader(*key)
                 if sec.path:
@@ -233,7 +246,8 @@ class FilesData:
         for text in notes:
             self.report.note(text)
         ds = MultimodalDataset(
-            tokens, target, self.specs, task, coords=np.stack([sites.x, sites.y], axis=1), splits=splits,
+            tokens, target, self.specs, task, splits=splits,
+            coords=np.stack([sites.x, sites.y], axis=1) if np.isfinite(sites.x).all() else None,
             info={"source": "miam.data.files", "site_ids": sites.ids, "crs": sites.crs, "files": self,
                   "report": self.report.to_dict(), **extra})
         self.report.hidden_tokens = {m: int((~p).sum()) for m, p in ds.present.items()}

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from miam.data.files_io import (Encoder, Sites, Standardizer, Vocabulary, align_rows, as_text, natural_key,
-                                read_table, select_columns, site_ids)
+                                read_table, resolve_column, select_columns, site_ids)
 from miam.data.files_schema import TableSection, TimeSeriesSection
 from miam.data.spec import ModalitySpec
 from miam.errors import DataFormatError
@@ -34,6 +34,7 @@ class TableReader:
         path = Path(path or self.path)
         if path not in self._cache:
             df = read_table(path)
+            self.id_column = resolve_column(df, self.id_column, path, "id")
             self._cache[path] = (df, site_ids(df, self.id_column, path))
         return self._cache[path]
 

@@ -18,8 +18,14 @@ from miam.errors import DataFormatError
 COORD_PAIRS = (("lon", "lat"), ("longitude", "latitude"), ("decimalLongitude", "decimalLatitude"), ("x", "y"))
 
 
-def coord_columns(df: pd.DataFrame, x: str | None, y: str | None, path: Path) -> tuple[str, str]:
-    """The x/y columns: as given, else the first pair of :data:`COORD_PAIRS` present."""
+def coord_columns(df: pd.DataFrame, x: str | None, y: str | None, path: Path,
+                  needed_by: str | None) -> tuple[str, str] | None:
+    """The x/y columns: as given, else the first pair of :data:`COORD_PAIRS` present.
+
+    Args:
+        needed_by: what needs coordinates, for the error when there are none (None: they
+            are optional and None is returned).
+    """
     if x is not None or y is not None:
         need_columns(df, [c for c in (x, y) if c is not None], path, "coordinate")
         if x is None or y is None:
@@ -28,8 +34,10 @@ def coord_columns(df: pd.DataFrame, x: str | None, y: str | None, path: Path) ->
     for pair in COORD_PAIRS:
         if all(c in df.columns for c in pair):
             return pair
-    raise DataFormatError(f"{path}: no coordinate columns; name them with x and y (tried "
-                          f"{[list(p) for p in COORD_PAIRS]}; columns are {[str(c) for c in df.columns][:15]}).")
+    if needed_by is None:
+        return None
+    raise DataFormatError(f"{path}: no coordinate columns, but {needed_by} need them; name them with x and y "
+                          f"(tried {[list(p) for p in COORD_PAIRS]}; columns are {[str(c) for c in df.columns][:15]}).")
 
 
 def coordinates(df: pd.DataFrame, x: str, y: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +78,7 @@ def occurrence_targets(sec: OccurrencesSection, root: Path, ids: np.ndarray, def
     """A long table of (site, species) presences -> 0/1 ``[N, S]`` over the sites ``ids``."""
     path = root / sec.path
     df = read_table(path)
-    id_col = sec.id or default_id
+    id_col = default_id if sec.id is None else sec.id
     occ_ids = site_ids(df, id_col, path, unique=False)
     need_columns(df, [sec.species], path, "species")
     species = df[sec.species]
@@ -129,7 +137,7 @@ def presence_only_sites(sec: PresenceOnlySection, root: Path, ref: RasterFile, l
     """
     path = root / sec.path
     df = read_table(path)
-    x_col, y_col = coord_columns(df, sec.x, sec.y, path)
+    x_col, y_col = coord_columns(df, sec.x, sec.y, path, "presence-only records")
     x, y = coordinates(df, x_col, y_col, path)
     need_columns(df, [sec.species], path, "species")
     species = id_text(df[sec.species])

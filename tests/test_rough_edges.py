@@ -1,0 +1,80 @@
+"""The rough edges a new user met on real survey files (issue 14), each on a tiny real file set.
+
+Every test's docstring quotes what the same files gave before the fix.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from miam.data.files import FilesData
+from miam.errors import DataFormatError
+
+
+def survey(folder, n: int = 60, seed: int = 0) -> pd.DataFrame:
+    """A plain survey table without coordinates: plot id, two soil numbers, two species."""
+    rng = np.random.default_rng(seed)
+    ph = rng.normal(6.0, 1.0, n)
+    return pd.DataFrame({"plot": [f"P{i:02d}" for i in range(n)], "ph": ph.round(2),
+                         "clay": rng.normal(20, 5, n).round(1),
+                         "sp1": (ph + rng.normal(0, 0.5, n) > 6).astype(int), "sp2": rng.integers(0, 2, n)})
+
+
+def build(root, **params):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return FilesData(root=str(root), progress=False, **params).build()
+
+
+SOIL = [{"name": "soil", "columns": ["ph", "clay"]}]
+
+
+@pytest.mark.parametrize("xy", [{}, {"x": None, "y": None}])
+def test_coordinates_are_optional_without_rasters_or_spatial_split(tmp_path, xy):
+    """Before: ``sites.csv: no coordinate columns; name them with x and y (tried [['lon', 'lat'], ...``,
+    also with ``x: null, y: null``."""
+    survey(tmp_path).to_csv(tmp_path / "sites.csv", index=False)
+    ds = build(tmp_path, sites={"path": "sites.csv", "id": "plot", **xy}, targets={"species": ["sp*"]},
+               tables=SOIL, split={"method": "random"})
+    assert ds.modalities == ["soil"] and len(ds) == 60 and ds.coords is None
+    with pytest.raises(DataFormatError, match=r"sites\.csv: no coordinate columns, but the spatial split "
+                                              r"\(split\.method: spatial, the default; or use random or column\) "
+                                              r"need them; name them with x and y"):
+        build(tmp_path, sites={"path": "sites.csv", "id": "plot", **xy}, targets={"species": ["sp*"]}, tables=SOIL)
+
+
+def test_an_empty_header_names_the_id_column(tmp_path):
+    """Before: ``id: ""`` on a table fell back to the sites' id (``soil.csv: no id column 'plot'; its columns
+    are ['Unnamed: 0', 'ph']``) and on the sites table gave ``no id column ''``."""
+    df = survey(tmp_path)
+    df.rename(columns={"plot": ""}).drop(columns=["ph", "clay"]).to_csv(tmp_path / "sites.csv", index=False)
+    df[["plot", "ph", "clay"]].rename(columns={"plot": ""}).to_csv(tmp_path / "soil.csv", index=False)
+    ds = build(tmp_path, sites={"path": "sites.csv", "id": ""}, targets={"species": ["sp*"]},
+               tables=[{"name": "soil", "path": "soil.csv", "id": ""}], split={"method": "random"})
+    assert ds.info["site_ids"][:2].tolist() == ["P00", "P01"]
+    assert ds.spec("soil").token_names == ("ph", "clay")          # the id column is not a feature
+    assert ds.present["soil"].all()                                 # every row matched its site
+    # pandas' own name for the column works too, and two empty headers are ambiguous
+    again = build(tmp_path, sites={"path": "sites.csv", "id": "Unnamed: 0"}, targets={"species": ["sp*"]},
+                  tables=[{"name": "soil", "path": "soil.csv", "id": ""}], split={"method": "random"})
+    np.testing.assert_array_equal(again.tokens["soil"], ds.tokens["soil"])
+    df.rename(columns={"plot": "", "ph": ""}).to_csv(tmp_path / "two.csv", index=False)
+    with pytest.raises(DataFormatError, match=r"two\.csv: id column '' names the column with an empty header, but "
+                                              r"the file has 2 such columns \['Unnamed: 0', 'Unnamed: 1'\]"):
+        build(tmp_path, sites={"path": "two.csv", "id": ""}, targets={"species": ["sp*"]}, tables=SOIL,
+              split={"method": "random"})
+
+
+def test_a_duplicated_header_is_an_error_naming_both(tmp_path):
+    """Before: the second ``ph`` silently became a token ``ph.1``."""
+    df = survey(tmp_path)
+    df.insert(3, "ph_again", df["ph"] + 1)
+    df.to_csv(tmp_path / "sites.csv", index=False, header=[*df.columns[:3], "ph", *df.columns[4:]])
+    with pytest.raises(DataFormatError, match=r"sites\.csv: column 'ph' appears twice in the header \(columns 2 "
+                                              r"and 4; pandas would read the second as 'ph\.1'\); rename one"):
+        build(tmp_path, sites={"path": "sites.csv", "id": "plot"}, targets={"species": ["sp*"]},
+              tables=[{"name": "soil"}], split={"method": "random"})
