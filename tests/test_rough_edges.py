@@ -5,14 +5,18 @@ Every test's docstring quotes what the same files gave before the fix.
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
+from miam.cli import main
+from miam.config import load_config
 from miam.data.files import FilesData
-from miam.errors import DataFormatError
+from miam.errors import ConfigError, DataFormatError
 
 
 def survey(folder, n: int = 60, seed: int = 0) -> pd.DataFrame:
@@ -78,3 +82,64 @@ def test_a_duplicated_header_is_an_error_naming_both(tmp_path):
                                               r"and 4; pandas would read the second as 'ph\.1'\); rename one"):
         build(tmp_path, sites={"path": "sites.csv", "id": "plot"}, targets={"species": ["sp*"]},
               tables=[{"name": "soil"}], split={"method": "random"})
+
+
+def one_table_config(root, out, **masking):
+    """A run on the plain survey: one numeric table, MIAM with its parameters, a tiny model."""
+    return {"data": {"name": "files", "params": {"root": str(root), "sites": {"path": "sites.csv", "id": "plot"},
+                                                 "targets": {"species": ["sp*"]}, "tables": SOIL,
+                                                 "split": {"method": "random"}, "progress": False},
+                     "batch_size": 16},
+            "model": {"d_model": 16, "depth": 1, "heads": 2, "n_frequencies": 8},
+            "masking": {"strategy": "miam", "params": {"kappa": 10, "lambda_s": 1, "lambda_d": 1}, **masking},
+            "trainer": {"max_epochs": 2, "progress_bar": False, "accelerator": "cpu"}, "out_dir": str(out)}
+
+
+def write_config(path, cfg):
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_a_single_modality_says_miam_needs_two_and_trains_with_dropout(tmp_path, capsys):
+    """Before: ``Miam needs at least 2 modalities, got 1: ['soil']``, raised while building the model,
+    with no way out in the message or the docs."""
+    survey(tmp_path).to_csv(tmp_path / "sites.csv", index=False)
+    config = write_config(tmp_path / "cfg.yaml", one_table_config(tmp_path, tmp_path / "run"))
+    assert main(["train", "--config", config]) == 2
+    err = capsys.readouterr().err
+    assert ("files dataset: masking.strategy 'miam' balances modalities against each other and needs at least 2 "
+            "modalities, got 1: ['soil']. With one modality, mask it with masking: {strategy: dropout") in err
+    assert "or add a second table or raster" in err and not (tmp_path / "run").exists()
+    # with groups the count is known from the config alone, before any file is read
+    grouped = one_table_config(tmp_path, tmp_path / "run")
+    grouped["data"]["groups"] = {"soil": ["soil"]}
+    with pytest.raises(ConfigError, match=r"data\.groups: masking\.strategy 'miam' balances modalities"):
+        load_config(write_config(tmp_path / "grouped.yaml", grouped))
+    # the way out the message gives trains for real
+    single = one_table_config(tmp_path, tmp_path / "run", strategy="dropout", params={"q": 0.1})
+    assert main(["train", "--config", write_config(tmp_path / "dropout.yaml", single)]) == 0
+    assert "soil" in capsys.readouterr().out
+    assert (tmp_path / "run" / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_a_strategy_switched_from_the_command_line_keeps_only_its_parameters(tmp_path, capsys, caplog):
+    """Before: ``--set masking.strategy=dropout`` on a config with MIAM's parameters failed with
+    ``ModalityDropout got an unexpected parameter 'kappa'``."""
+    survey(tmp_path).to_csv(tmp_path / "sites.csv", index=False)
+    config = write_config(tmp_path / "cfg.yaml", one_table_config(tmp_path, tmp_path / "run"))
+    caplog.set_level(logging.INFO, logger="miam")
+    assert main(["train", "--config", config, "--set", "masking.strategy=dropout"]) == 0
+    assert ("masking.strategy=dropout: dropped the parameter(s) ['kappa', 'lambda_d', 'lambda_s'] it does not take "
+            "(it takes ['q'])") in caplog.text
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["masking"]
+    assert saved["strategy"] == "dropout" and saved["params"] == {}
+    # a parameter both strategies take is kept
+    assert load_config(write_config(tmp_path / "q.yaml", one_table_config(
+        tmp_path, tmp_path / "o", strategy="constant", params={"q": 0.4})), ["masking.strategy=dropout"]
+    ).masking.params == {"q": 0.4}
+    # parameters set along with the switch: nothing is dropped, and a wrong one still lists the valid ones
+    cfg = load_config(config, ["masking.strategy=opm", "masking.params.q=0.3"])
+    assert cfg.masking.params == {"kappa": 10, "lambda_d": 1, "lambda_s": 1, "q": 0.3}
+    assert main(["train", "--config", config, "--out", str(tmp_path / "other"), "--set", "masking.strategy=dropout",
+                 "--set", "masking.params.kappa=3"]) == 2
+    assert "ModalityDropout got an unexpected parameter 'kappa'; valid parameters are ['q']" in capsys.readouterr().err

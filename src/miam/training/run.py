@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 
-from miam.config import RunConfig, save_config
+from miam.config import RunConfig, check_masking_units, save_config
 from miam.data.dataset import MultimodalDataset
 from miam.data.registry import build_dataset
 from miam.errors import ConfigError
@@ -127,6 +127,7 @@ def train(cfg: RunConfig, dataset: MultimodalDataset | None = None, resume: bool
     """
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     dataset = dataset if dataset is not None else build_dataset(cfg.data.name, **cfg.data.params)
+    check_masking_units(cfg.masking, list(cfg.data.groups or dataset.modalities), f"{cfg.data.name} dataset")
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
