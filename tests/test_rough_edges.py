@@ -143,3 +143,25 @@ def test_a_strategy_switched_from_the_command_line_keeps_only_its_parameters(tmp
     assert main(["train", "--config", config, "--out", str(tmp_path / "other"), "--set", "masking.strategy=dropout",
                  "--set", "masking.params.kappa=3"]) == 2
     assert "ModalityDropout got an unexpected parameter 'kappa'; valid parameters are ['q']" in capsys.readouterr().err
+
+
+def test_a_non_empty_out_dir_needs_resume_or_overwrite(tmp_path, capsys):
+    """Before: training again into an existing ``out_dir`` wrote ``best-v1.ckpt`` with only Lightning's warning,
+    so ``best.ckpt`` was the old model; ``--resume`` with no checkpoint silently started afresh."""
+    survey(tmp_path).to_csv(tmp_path / "sites.csv", index=False)
+    out = tmp_path / "run"
+    config = write_config(tmp_path / "cfg.yaml", one_table_config(tmp_path, out, strategy="dropout", params={}))
+    assert main(["train", "--config", config, "--resume"]) == 2
+    assert (f"--resume: there is no checkpoint to resume from ({out / 'checkpoints' / 'last.ckpt'} does not exist); "
+            f"run without --resume") in capsys.readouterr().err
+    assert main(["train", "--config", config]) == 0
+    first = (out / "checkpoints" / "best.ckpt").read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--config", config, "--set", "trainer.seed=1"]) == 2
+    assert (f"out_dir {str(out)!r} is not empty (it holds ['checkpoints', 'config.yaml', 'logs', 'test_subsets.csv', "
+            f"'trajectory.csv']); pass --resume to continue its run, --overwrite to replace it") in capsys.readouterr().err
+    (out / "notes.txt").write_text("mine")
+    assert main(["train", "--config", config, "--set", "trainer.seed=1", "--overwrite"]) == 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert (out / "checkpoints" / "best.ckpt").read_bytes() != first and (out / "notes.txt").read_text() == "mine"
+    assert [p.name for p in (out / "logs").iterdir()] == ["version_0"]

@@ -6,6 +6,7 @@ checkpoints, early stopping) -> Lightning Trainer.fit -> best checkpoint -> test
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,8 +102,9 @@ class PortableCheckpoint(ModelCheckpoint):
 
 def make_trainer(cfg: RunConfig, out: Path, extra_callbacks: list | None = None) -> L.Trainer:
     t = cfg.trainer
+    # best.ckpt is replaced, never versioned (best-v1.ckpt): the name the docs' commands use stays this run's
     checkpoint = PortableCheckpoint(dirpath=str(out / "checkpoints"), filename="best", monitor="val/selection",
-                                 mode="max", auto_insert_metric_name=False)
+                                    mode="max", auto_insert_metric_name=False, enable_version_counter=False)
     # every epoch, for resume: Lightning's save_last only follows an improvement of the monitor
     last = PortableCheckpoint(dirpath=str(out / "checkpoints"), filename="last", save_top_k=1,
                               enable_version_counter=False)
@@ -117,6 +119,39 @@ def make_trainer(cfg: RunConfig, out: Path, extra_callbacks: list | None = None)
         log_every_n_steps=t.log_every_n_steps, num_sanity_val_steps=0, enable_model_summary=False,
         limit_train_batches=t.limit_train_batches, use_distributed_sampler=False,
     )
+
+
+#: what ``miam train`` writes in ``out_dir`` and ``--overwrite`` removes first
+RUN_OUTPUTS = ("checkpoints", "logs", "test_subsets.csv", "trajectory.csv", "config.yaml")
+
+
+def check_out_dir(out_dir: str | Path, resume: bool, overwrite: bool) -> None:
+    """``miam train``'s guard: a non-empty ``out_dir`` is continued (``resume``) or replaced (``overwrite``), never
+    trained into again, so that ``checkpoints/best.ckpt`` is always this run's.
+
+    ``overwrite`` removes what a run writes (:data:`RUN_OUTPUTS`); other files stay.
+
+    Raises:
+        ConfigError: a non-empty folder without either flag, or ``resume`` with no ``last.ckpt``.
+    """
+    out = Path(out_dir)
+    last = out / "checkpoints" / "last.ckpt"
+    if resume:
+        if not last.is_file():
+            raise ConfigError(f"--resume: there is no checkpoint to resume from ({last} does not exist); run without "
+                              f"--resume to start a new run in {str(out)!r}.")
+        return
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and not overwrite:
+        raise ConfigError(f"out_dir {str(out)!r} is not empty (it holds {held[:6]}{' ...' if len(held) > 6 else ''}); "
+                          f"pass --resume to continue its run, --overwrite to replace it, or choose another "
+                          f"folder with --out.")
+    for name in RUN_OUTPUTS if held else ():
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def train(cfg: RunConfig, dataset: MultimodalDataset | None = None, resume: bool = False,
