@@ -165,3 +165,25 @@ def test_a_non_empty_out_dir_needs_resume_or_overwrite(tmp_path, capsys):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert (out / "checkpoints" / "best.ckpt").read_bytes() != first and (out / "notes.txt").read_text() == "mine"
     assert [p.name for p in (out / "logs").iterdir()] == ["version_0"]
+
+
+@pytest.fixture(scope="module")
+def survey_run(tmp_path_factory):
+    """The plain survey trained for 2 epochs with dropout by ``miam train``; returns (root, best checkpoint)."""
+    root = tmp_path_factory.mktemp("survey")
+    survey(root).to_csv(root / "sites.csv", index=False)
+    cfg = one_table_config(root, root / "run", strategy="dropout", params={"q": 0.1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["train", "--config", write_config(root / "cfg.yaml", cfg)]) == 0
+    return root, root / "run" / "checkpoints" / "best.ckpt"
+
+
+def test_predicted_sites_keep_the_id_column_name(survey_run, tmp_path):
+    """Before: ``miam predict --sites`` wrote the ``plot`` ids under ``site_id`` (and coordinates under x, y)."""
+    root, ckpt = survey_run
+    assert main(["predict", "--checkpoint", str(ckpt), "--sites", str(root / "sites.csv"),
+                 "--out", str(tmp_path / "p.csv")]) == 0
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert list(table.columns) == ["plot", "sp1", "sp2", "present_soil", "modalities", "no_data"]
+    assert table["plot"].tolist() == survey(tmp_path)["plot"].tolist() and not table["no_data"].any()
