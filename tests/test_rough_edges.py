@@ -6,6 +6,7 @@ Every test's docstring quotes what the same files gave before the fix.
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 
 import numpy as np
@@ -187,3 +188,23 @@ def test_predicted_sites_keep_the_id_column_name(survey_run, tmp_path):
     table = pd.read_csv(tmp_path / "p.csv")
     assert list(table.columns) == ["plot", "sp1", "sp2", "present_soil", "modalities", "no_data"]
     assert table["plot"].tolist() == survey(tmp_path)["plot"].tolist() and not table["no_data"].any()
+
+
+def test_training_output_is_quiet_and_one_line_per_epoch_when_not_a_terminal(tmp_path, capfd, caplog):
+    """Before: a redirected ``miam train`` printed ``💡 Tip: For seamless cloud logging ... litlogger``, a
+    ``LeafSpec`` deprecation warning, ``The number of training batches (4) is smaller than the logging interval
+    Trainer(log_every_n_steps=10)`` and tqdm bars redrawn with carriage returns, several per epoch."""
+    survey(tmp_path).to_csv(tmp_path / "sites.csv", index=False)
+    cfg = one_table_config(tmp_path, tmp_path / "run", strategy="dropout", params={})
+    cfg["trainer"].update(progress_bar=True, max_epochs=3)
+    caplog.set_level(logging.INFO)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["train", "--config", write_config(tmp_path / "cfg.yaml", cfg)]) == 0
+    out, err = capfd.readouterr()
+    everything = out + err + caplog.text + "\n".join(str(w.message) for w in caught)
+    for noise in ("Tip", "litlogger", "LeafSpec", "log_every_n_steps", "it/s", "\r"):
+        assert noise not in everything, noise
+    epochs = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epochs] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert all(re.search(r"train/loss \d\.\d{3}, val/selection \d\.\d{3} \(\d+\.\d s\)$", line) for line in epochs)
