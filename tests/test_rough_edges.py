@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from data import files as fixture
 from miam.cli import main
 from miam.config import load_config
 from miam.data.files import FilesData
@@ -208,3 +209,33 @@ def test_training_output_is_quiet_and_one_line_per_epoch_when_not_a_terminal(tmp
     epochs = [line for line in out.splitlines() if line.startswith("epoch ")]
     assert [line.split(":")[0] for line in epochs] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
     assert all(re.search(r"train/loss \d\.\d{3}, val/selection \d\.\d{3} \(\d+\.\d s\)$", line) for line in epochs)
+
+
+def test_categorical_rasters_as_patches_are_one_hot_per_class(tmp_path):
+    """Before: ``raster 'landcover': categorical layers are read as values (one class per token), not patches;
+    drop 'patch' or 'categorical'.``"""
+    from rasterio.transform import from_origin
+
+    classes = np.array([1, 2, 5], dtype=np.int16)[(np.arange(20)[:, None] // 4 + np.arange(20)[None, :] // 4) % 3]
+    classes[:2, :] = 0                                            # nodata in the top two rows
+    fixture.write_geotiff(tmp_path / "lc.tif", classes[None], "EPSG:4326", from_origin(2.0, 46.0, 0.01, 0.01), 0)
+    rows = np.array([2, 12, 10, 17, 6, 14] * 5)
+    cols = np.array([2, 12, 5, 17, 13, 3] * 5)
+    lon, lat = fixture.pixel_centre(rows, cols)
+    df = survey(tmp_path, n=30).assign(lon=lon, lat=lat)
+    df.to_csv(tmp_path / "sites.csv", index=False)
+    ds = build(tmp_path, sites={"path": "sites.csv", "id": "plot"}, targets={"species": ["sp*"]}, tables=SOIL,
+               rasters=[{"name": "landcover", "paths": ["lc.tif"], "categorical": True, "patch": 4,
+                         "token_size": 2}], split={"method": "random"})
+    spec = ds.spec("landcover")
+    assert (spec.kind, spec.n_tokens, spec.token_shape) == ("image", 4, (3, 2, 2))   # classes 1, 2, 5
+    tokens, present = ds.tokens["landcover"], ds.present["landcover"]
+    # site 1 at pixel (12, 12): its 4 x 4 patch spans rows and cols 11..14, so token r0c0 holds rows and cols
+    # 11..12, across a class boundary
+    expect = classes[11:13, 11:13]
+    assert len(np.unique(expect)) == 3
+    for channel, cls in enumerate([1, 2, 5]):
+        np.testing.assert_array_equal(tokens[1, 0, channel], (expect == cls).astype(np.float32))
+    assert (tokens[present].sum(axis=1) == 1).all()              # exactly one class per visible pixel
+    # site 0 at pixel (2, 2): its upper tokens touch the nodata rows and are hidden, the lower ones are not
+    assert present[0].tolist() == [False, False, True, True]
