@@ -161,7 +161,8 @@ def test_a_non_empty_out_dir_needs_resume_or_overwrite(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--config", config, "--set", "trainer.seed=1"]) == 2
     assert (f"out_dir {str(out)!r} is not empty (it holds ['checkpoints', 'config.yaml', 'logs', 'test_subsets.csv', "
-            f"'trajectory.csv']); pass --resume to continue its run, --overwrite to replace it") in capsys.readouterr().err
+            f"'trajectory.csv']); pass --resume to continue its run, --overwrite to replace it"
+            ) in capsys.readouterr().err
     (out / "notes.txt").write_text("mine")
     assert main(["train", "--config", config, "--set", "trainer.seed=1", "--overwrite"]) == 0
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
@@ -239,3 +240,27 @@ def test_categorical_rasters_as_patches_are_one_hot_per_class(tmp_path):
     assert (tokens[present].sum(axis=1) == 1).all()              # exactly one class per visible pixel
     # site 0 at pixel (2, 2): its upper tokens touch the nodata rows and are hidden, the lower ones are not
     assert present[0].tolist() == [False, False, True, True]
+
+
+def test_species_from_another_table_with_presence_and_absence_filters(tmp_path):
+    """Before: ``sites.csv: targets.species names column 'path', which matches no column`` and
+    ``data.params.targets: unknown key(s) ['min_absences']``: 61 species names were listed by hand."""
+    df = survey(tmp_path, n=40)
+    df[["plot", "ph", "clay"]].to_csv(tmp_path / "sites.csv", index=False)
+    counts = pd.DataFrame({"plot": df["plot"], "common": 1, "rare": 0, "sp1": df["sp1"] * 3, "sp2": df["sp2"]})
+    counts.loc[0, "common"] = 0
+    counts.loc[[3, 7], "rare"] = 1
+    counts.iloc[::-1].to_csv(tmp_path / "species.csv", index=False)            # another order than the sites
+    ds = build(tmp_path, sites={"path": "sites.csv", "id": "plot"}, split={"method": "random"},
+               targets={"species": {"path": "species.csv"}, "min_presences": 3, "min_absences": 2}, tables=SOIL)
+    assert ds.task.output_names == ("sp1", "sp2") and ds.modalities == ["soil"]
+    np.testing.assert_array_equal(ds.target, df[["sp1", "sp2"]].to_numpy(dtype=np.float32))
+    assert ds.info["dropped_species"] == {"common": "1 absence(s)", "rare": "2 presence(s)"}
+    notes = ds.info["report"]["notes"]
+    assert "1 species with fewer than 3 presence(s) dropped: ['rare']." in notes
+    assert "1 species with fewer than 2 absence(s) dropped: ['common']." in notes
+    counts.iloc[1:].to_csv(tmp_path / "species.csv", index=False)
+    with pytest.raises(DataFormatError, match=r"species\.csv: 1 site\(s\) of sites\.csv have no row in column 'plot' "
+                                              r"\(e\.g\. \['P00'\]\); every site needs its species values"):
+        build(tmp_path, sites={"path": "sites.csv", "id": "plot"}, split={"method": "random"}, tables=SOIL,
+              targets={"species": {"path": "species.csv", "columns": ["sp*"]}})

@@ -63,9 +63,9 @@ from miam.data.files_columns import TableReader, table_encoders, timeseries_enco
 from miam.data.files_images import ImageFolder
 from miam.data.files_io import Encoder, Sites, read_table, resolve_column, site_ids
 from miam.data.files_rasters import RasterLayers, raster_encoder
-from miam.data.files_schema import FilesParams, parse_files_params
+from miam.data.files_schema import FilesParams, SpeciesTableSection, parse_files_params
 from miam.data.files_targets import (coord_columns, coordinates, drop_rare, label_targets, occurrence_targets,
-                                     presence_only_sites, wide_targets)
+                                     presence_only_sites, table_targets, wide_targets)
 from miam.data.spec import ModalitySpec, TaskSpec
 from miam.errors import ConfigError, DataFormatError
 
@@ -152,7 +152,8 @@ class FilesData:
             sites, target, species, counts = presence_only_sites(t.presence_only, self.root, ref, layers, notes)
             extra["background"] = counts
             extra["is_background"] = np.char.startswith(sites.ids.astype(str), "background_")
-            target, species = drop_rare(target, species, t.min_presences, notes)
+            target, species, extra["dropped_species"] = drop_rare(target, species, t.min_presences, t.min_absences,
+                                                                  notes)
             return sites, None, target, TaskSpec("multilabel", len(species), tuple(species)), [], extra
         sites, df, path = self.read_sites()
         id_col, xy = self.site_columns(df, path)
@@ -160,12 +161,14 @@ class FilesData:
         if t.mode == "label":
             labels, classes = label_targets(df, t.label, path)
             return sites, df, labels, TaskSpec("multiclass", len(classes), tuple(classes)), reserved + [t.label], extra
-        if t.mode == "species":
+        if isinstance(t.species, SpeciesTableSection):
+            target, species = table_targets(t.species, self.root, sites.ids, p.sites.id, path.name)
+        elif t.mode == "species":
             target, species = wide_targets(df, t.species, path)
             reserved += species
         else:
             target, species = occurrence_targets(t.occurrences, self.root, sites.ids, p.sites.id, path.name)
-        target, species = drop_rare(target, species, t.min_presences, notes)
+        target, species, extra["dropped_species"] = drop_rare(target, species, t.min_presences, t.min_absences, notes)
         return sites, df, target, TaskSpec("multilabel", len(species), tuple(species)), reserved, extra
 
     # ---- splits ------------------------------------------------------------------------

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from miam.data.files_io import Sites, align_rows, id_text, need_columns, read_table, select_columns, site_ids
+from miam.data.files_io import (Sites, align_rows, id_text, need_columns, read_table, resolve_column,
+                                select_columns, site_ids)
 from miam.data.files_rasters import RasterFile, RasterLayers, draw_background
-from miam.data.files_schema import OccurrencesSection, PresenceOnlySection
+from miam.data.files_schema import OccurrencesSection, PresenceOnlySection, SpeciesTableSection
 from miam.errors import DataFormatError
 
 #: coordinate column pairs tried in order when x/y are not given
@@ -73,6 +74,25 @@ def wide_targets(df: pd.DataFrame, patterns: Sequence[str], path: Path) -> tuple
     return out, columns
 
 
+def table_targets(sec: SpeciesTableSection, root: Path, ids: np.ndarray, default_id: str,
+                  sites_label: str) -> tuple[np.ndarray, list[str]]:
+    """Wide species columns of another table -> 0/1 ``[N, S]`` in the order of the sites ``ids``.
+
+    Raises:
+        DataFormatError: a site without a row (naming how many and some ids), or a bad cell.
+    """
+    path = root / sec.path
+    df = read_table(path)
+    id_col = resolve_column(df, default_id if sec.id is None else sec.id, path, "id")
+    rows = align_rows(site_ids(df, id_col, path), ids, path, sites_label, strict=True)
+    if (rows < 0).any():
+        lost = ids[rows < 0]
+        raise DataFormatError(f"{path}: {len(lost)} site(s) of {sites_label} have no row in column {id_col!r} (e.g. "
+                              f"{list(lost[:3])}); every site needs its species values (0 for an absence).")
+    target, names = wide_targets(df.drop(columns=[id_col]), sec.columns, path)
+    return target[rows], names
+
+
 def occurrence_targets(sec: OccurrencesSection, root: Path, ids: np.ndarray, default_id: str,
                        sites_label: str) -> tuple[np.ndarray, list[str]]:
     """A long table of (site, species) presences -> 0/1 ``[N, S]`` over the sites ``ids``."""
@@ -108,18 +128,33 @@ def label_targets(df: pd.DataFrame, column: str, path: Path) -> tuple[np.ndarray
     return pd.Index(names).get_indexer(text).astype(np.int64), names
 
 
-def drop_rare(target: np.ndarray, names: list[str], min_presences: int,
-              notes: list[str]) -> tuple[np.ndarray, list[str]]:
-    """Drop species with fewer than ``min_presences`` presences, noting how many went."""
-    counts = target.sum(axis=0)
-    keep = counts >= max(1, min_presences)
-    if not keep.all():
-        gone = [n for n, k in zip(names, keep) if not k]
-        notes.append(f"{len(gone)} species with fewer than {max(1, min_presences)} presence(s) dropped "
-                     f"(e.g. {gone[:5]}).")
+def drop_rare(target: np.ndarray, names: list[str], min_presences: int, min_absences: int,
+              notes: list[str]) -> tuple[np.ndarray, list[str], dict[str, str]]:
+    """Drop species with fewer than ``min_presences`` presences or ``min_absences`` absences.
+
+    Returns:
+        the kept targets and names, and ``{dropped species: why}`` (also summed up in ``notes``).
+
+    Example:
+        >>> t = np.array([[1, 1, 0], [0, 1, 0], [0, 1, 1]], dtype=np.float32)
+        >>> drop_rare(t, ["a", "b", "c"], 1, 1, [])[1:]
+        (['a', 'c'], {'b': '0 absence(s)'})
+    """
+    presences = target.sum(axis=0).astype(int)
+    absences = len(target) - presences
+    few_p, few_a = presences < max(1, min_presences), absences < min_absences
+    dropped = {n: f"{p} presence(s)" if fp else f"{a} absence(s)"
+               for n, p, a, fp, fa in zip(names, presences, absences, few_p, few_a) if fp or fa}
+    for mask, limit, what in ((few_p, max(1, min_presences), "presence"), (few_a & ~few_p, min_absences, "absence")):
+        if mask.any():
+            gone = [n for n, m in zip(names, mask) if m]
+            notes.append(f"{len(gone)} species with fewer than {limit} {what}(s) dropped: {gone[:20]}"
+                         f"{' ...' if len(gone) > 20 else ''}.")
+    keep = ~(few_p | few_a)
     if not keep.any():
-        raise DataFormatError(f"No species has {max(1, min_presences)} presence(s); nothing to learn.")
-    return target[:, keep], [n for n, k in zip(names, keep) if k]
+        raise DataFormatError(f"No species has {max(1, min_presences)} presence(s) and {min_absences} absence(s); "
+                              f"nothing to learn (targets.min_presences, targets.min_absences).")
+    return target[:, keep], [n for n, k in zip(names, keep) if k], dropped
 
 
 def presence_only_sites(sec: PresenceOnlySection, root: Path, ref: RasterFile, layers: Sequence[RasterLayers],
