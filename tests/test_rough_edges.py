@@ -264,3 +264,26 @@ def test_species_from_another_table_with_presence_and_absence_filters(tmp_path):
                                               r"\(e\.g\. \['P00'\]\); every site needs its species values"):
         build(tmp_path, sites={"path": "sites.csv", "id": "plot"}, split={"method": "random"}, tables=SOIL,
               targets={"species": {"path": "species.csv", "columns": ["sp*"]}})
+
+
+def test_a_summary_is_printed_after_reading_any_files_dataset(survey_run, tmp_path, capsys):
+    """Before: a plain table with nothing missing printed nothing of what was read (the one line,
+    ``files dataset: 60 sites, 2 outputs (multilabel); hidden tokens: soil 0.0%``, was logged at INFO, which no
+    command showed)."""
+    root, ckpt = survey_run
+    assert main(["predict", "--checkpoint", str(ckpt), "--sites", str(root / "sites.csv"),
+                 "--out", str(tmp_path / "p.csv")]) == 0          # predict reads the training files again
+    err = capsys.readouterr().err
+    lines = err[err.index("files dataset:"):].splitlines()
+    assert lines[0] == "files dataset: 60 sites (train 42, val 9, test 9); 2 species (sp1, sp2)"
+    assert lines[1].split() == ["modality", "kind", "tokens", "read", "from", "hidden", "sites", "without", "any"]
+    assert lines[2].split() == ["soil", "tabular", "2", "sites.csv:", "ph,", "clay", "0.0%", "0"]
+    # with missing cells and a site with no data at all, the table says so
+    df = survey(tmp_path)
+    df.loc[[0, 1], "ph"] = np.nan
+    df.loc[1, "clay"] = np.nan
+    df.to_csv(tmp_path / "sites.csv", index=False)
+    summary = build(tmp_path, sites={"path": "sites.csv", "id": "plot"}, targets={"species": ["sp*"]}, tables=SOIL,
+                    split={"method": "random"}).info["summary"]
+    assert summary.splitlines()[2].split()[-2:] == ["2.5%", "1"]
+    assert "1 site(s) have no data in any modality (e.g. ['P01'])" in summary

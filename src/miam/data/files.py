@@ -61,7 +61,7 @@ from miam.data.cache import Report, lonlat_to_km
 from miam.data.dataset import MultimodalDataset, spatial_block_split
 from miam.data.files_columns import TableReader, table_encoders, timeseries_encoder
 from miam.data.files_images import ImageFolder
-from miam.data.files_io import Encoder, Sites, read_table, resolve_column, site_ids
+from miam.data.files_io import Encoder, Sites, few, read_table, resolve_column, site_ids
 from miam.data.files_rasters import RasterLayers, raster_encoder
 from miam.data.files_schema import FilesParams, SpeciesTableSection, parse_files_params
 from miam.data.files_targets import (coord_columns, coordinates, drop_rare, label_targets, occurrence_targets,
@@ -255,11 +255,30 @@ class FilesData:
                   "report": self.report.to_dict(), **extra})
         self.report.hidden_tokens = {m: int((~p).sum()) for m, p in ds.present.items()}
         ds.info["report"] = self.report.to_dict()
-        shares = ", ".join(f"{m} {100 * v:.1f}%" for m, v in ds.missing_report().items())
-        logger.log(logging.WARNING if any(self.report.hidden_tokens.values()) else logging.INFO,
-                   "files dataset: %d sites, %d outputs (%s); hidden tokens: %s", len(ds), task.n_outputs,
-                   task.kind, shares)
+        ds.info["summary"] = self.summary(ds)
+        logger.info("%s", ds.info["summary"])
         return ds
+
+    def summary(self, ds: MultimodalDataset) -> str:
+        """What was read: sites per split, the outputs, and per modality its kind, tokens, source and hidden share.
+
+        ``miam`` commands print it after reading the data (the ``miam.data`` logger, INFO).
+        """
+        task = ds.task
+        outputs = f"{task.n_outputs} {'species' if task.kind == 'multilabel' else 'classes'}"
+        dropped = ds.info.get("dropped_species") or {}
+        head = (f"files dataset: {len(ds)} sites ({', '.join(f'{k} {len(v)}' for k, v in ds.splits.items())}); "
+                f"{outputs} ({few(list(task.output_names), 6)})"
+                + (f", {len(dropped)} dropped (see the notes)" if dropped else ""))
+        rows = [{"modality": e.name, "kind": e.spec.kind, "tokens": e.spec.n_tokens, "read from": e.describe(),
+                 "hidden": f"{100 * (1 - ds.present[e.name].mean()):.1f}%",
+                 "sites without any": int((~ds.present[e.name].any(axis=1)).sum())} for e in self.encoders]
+        lines = [head, pd.DataFrame(rows).to_string(index=False)]
+        none = ~np.stack([p.any(axis=1) for p in ds.present.values()]).any(axis=0)
+        if none.any():
+            lines.append(f"{int(none.sum())} site(s) have no data in any modality (e.g. "
+                         f"{list(ds.info['site_ids'][none][:3])}); they teach nothing and are predicted from nothing.")
+        return "\n".join(lines)
 
     # ---- prediction --------------------------------------------------------------------
     def encode(self, sites: Sites, sources: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:

@@ -295,3 +295,12 @@ class Encoder(ABC):
     def hidden_note(self, sites: Sites, raw: np.ndarray) -> str | None:
         """A line for the report on why tokens of ``sites`` are hidden (None: nothing to say)."""
         return None
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the tokens are read from, for the summary table (a file and its columns, rasters, a folder)."""
+
+
+def few(names: Sequence[str], shown: int = 4) -> str:
+    """``a, b, c, d +3 more``: a list short enough for a table cell."""
+    return ", ".join(names[:shown]) + (f" +{len(names) - shown} more" if len(names) > shown else "")

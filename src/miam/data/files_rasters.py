@@ -18,7 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from miam.data._raw import patch_names, patchify
-from miam.data.files_io import Encoder, Sites, Standardizer, Vocabulary
+from miam.data.files_io import Encoder, Sites, Standardizer, Vocabulary, few
 from miam.data.files_schema import RasterSection
 from miam.data.spec import ModalitySpec
 from miam.errors import DataFormatError, DatasetNotFoundError
@@ -206,6 +206,9 @@ class RasterLayers:
             parts.append(f.read(bands, r0, c0, size, progress, f"read {f.path.name}"))
         return np.concatenate(parts, axis=1)
 
+    def describe(self) -> str:
+        return few([f.path.name for f in self.files])
+
     def outside(self, sites: Sites) -> list[tuple[str, int]]:
         """Per file, how many sites fall outside it."""
         out = []
@@ -245,6 +248,9 @@ class RasterValues(Encoder):
         if not self.categorical:
             return self.scaler.transform(raw)
         return self.vocab.transform(class_text(raw[:, :, 0]), unseen_classes(self.layers.names, "point"))[..., None]
+
+    def describe(self) -> str:
+        return self.layers.describe()
 
     def hidden_note(self, sites: Sites, raw: np.ndarray) -> str | None:
         outside = dict(self.layers.outside(sites))
@@ -302,6 +308,9 @@ class RasterPatches(Encoder):
         codes = self.vocab.transform(class_text(self._pixels(raw)), unseen_classes(self.layers.names, "pixel"))
         n, t, _, a, b = raw.shape
         return np.moveaxis(one_hot(codes, self.vocab.sizes).reshape(n, t, a, b, -1), -1, 2)
+
+    def describe(self) -> str:
+        return f"{self.layers.describe()}: {self.size} x {self.size} px" + (", one-hot" if self.categorical else "")
 
     def hidden_note(self, sites: Sites, raw: np.ndarray) -> str | None:
         hidden = np.isnan(raw).reshape(*raw.shape[:2], -1).any(axis=2)
