@@ -211,16 +211,29 @@ def test_future_rasters_replace_the_training_ones(run, predictor, tmp_path):
         predictor.data.encode(Sites(None, np.array([2.5]), np.array([45.5]), "EPSG:4326"), {"clim": "x.tif"})
 
 
-def test_map_png_with_presences(run, capsys):
+def test_map_png_with_presences_marked_by_split(run, capsys, monkeypatch):
+    """Before (issue 14): every presence was labelled "presences (training)", validation and test included."""
+    import matplotlib.figure
+
     root, ckpt = run
+    legends = []
+    save = matplotlib.figure.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        legends.append([t.get_text() for t in fig.axes[0].get_legend().get_texts()])
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert main(["predict", "--checkpoint", str(ckpt), "--grid", "climate", "--no-progress"]) == 0
         assert main(["map", str(root / "run" / "predictions" / "grid.tif"), "--species", "sp_a",
                      "--config", str(root / "run" / "config.yaml")]) == 0
     out = capsys.readouterr().out
-    n = int((pd.read_csv(root / "sites.csv")["sp_a"] > 0).sum())
-    assert f"with {n} training presence(s)" in out
+    sites = pd.read_csv(root / "sites.csv")
+    n = (sites["sp_a"] > 0).groupby(sites["split"]).sum()
+    assert f"with presences: {n['train']} training, {n['val']} validation, {n['test']} test" in out
+    assert legends == [["presences (training)", "presences (validation)", "presences (test)"]]
     png = root / "run" / "predictions" / "grid_sp_a.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["map", str(root / "run" / "predictions" / "grid.tif"), "--species", "sp_q"]) == 2
