@@ -174,8 +174,10 @@ def test_a_non_empty_out_dir_needs_resume_or_overwrite(tmp_path, capsys):
 def survey_run(tmp_path_factory):
     """The plain survey trained for 2 epochs with dropout by ``miam train``; returns (root, best checkpoint)."""
     root = tmp_path_factory.mktemp("survey")
-    survey(root).to_csv(root / "sites.csv", index=False)
+    df = survey(root)
+    df.assign(east=np.arange(60) * 100.0, north=np.arange(60) % 7 * 100.0).to_csv(root / "sites.csv", index=False)
     cfg = one_table_config(root, root / "run", strategy="dropout", params={"q": 0.1})
+    cfg["data"]["params"]["sites"].update(x="east", y="north", crs=None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert main(["train", "--config", write_config(root / "cfg.yaml", cfg)]) == 0
@@ -183,12 +185,12 @@ def survey_run(tmp_path_factory):
 
 
 def test_predicted_sites_keep_the_id_column_name(survey_run, tmp_path):
-    """Before: ``miam predict --sites`` wrote the ``plot`` ids under ``site_id`` (and coordinates under x, y)."""
+    """Before: ``miam predict --sites`` wrote the ``plot`` ids under ``site_id`` (and ``east``/``north`` under x, y)."""
     root, ckpt = survey_run
     assert main(["predict", "--checkpoint", str(ckpt), "--sites", str(root / "sites.csv"),
                  "--out", str(tmp_path / "p.csv")]) == 0
     table = pd.read_csv(tmp_path / "p.csv")
-    assert list(table.columns) == ["plot", "sp1", "sp2", "present_soil", "modalities", "no_data"]
+    assert list(table.columns) == ["plot", "east", "north", "sp1", "sp2", "present_soil", "modalities", "no_data"]
     assert table["plot"].tolist() == survey(tmp_path)["plot"].tolist() and not table["no_data"].any()
 
 
