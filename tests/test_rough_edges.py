@@ -47,10 +47,15 @@ def test_coordinates_are_optional_without_rasters_or_spatial_split(tmp_path, xy)
     ds = build(tmp_path, sites={"path": "sites.csv", "id": "plot", **xy}, targets={"species": ["sp*"]},
                tables=SOIL, split={"method": "random"})
     assert ds.modalities == ["soil"] and len(ds) == 60 and ds.coords is None
-    with pytest.raises(DataFormatError, match=r"sites\.csv: no coordinate columns, but the spatial split "
-                                              r"\(split\.method: spatial, the default; or use random or column\) "
-                                              r"need them; name them with x and y"):
+    with pytest.raises(DataFormatError, match=r"sites\.csv: no coordinate columns, needed by the spatial split "
+                                              r"\(split\.method: spatial, the default; or use random or column\); "
+                                              r"name them with x and y"):
         build(tmp_path, sites={"path": "sites.csv", "id": "plot", **xy}, targets={"species": ["sp*"]}, tables=SOIL)
+    fixture.write_rasters(tmp_path)
+    with pytest.raises(DataFormatError, match=r"sites\.csv: no coordinate columns, needed by the raster modalities "
+                                              r"\['climate'\]; name them with x and y"):
+        build(tmp_path, sites={"path": "sites.csv", "id": "plot", **xy}, targets={"species": ["sp*"]}, tables=SOIL,
+              rasters=[{"name": "climate", "paths": ["bio.tif"]}], split={"method": "random"})
 
 
 def test_an_empty_header_names_the_id_column(tmp_path):

@@ -37,7 +37,7 @@ def coord_columns(df: pd.DataFrame, x: str | None, y: str | None, path: Path,
             return pair
     if needed_by is None:
         return None
-    raise DataFormatError(f"{path}: no coordinate columns, but {needed_by} need them; name them with x and y "
+    raise DataFormatError(f"{path}: no coordinate columns, needed by {needed_by}; name them with x and y "
                           f"(tried {[list(p) for p in COORD_PAIRS]}; columns are {[str(c) for c in df.columns][:15]}).")
 
 
