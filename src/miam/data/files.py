@@ -13,7 +13,8 @@ per site (multiclass) from a label column.
       params:
         root: my_survey
         sites: {path: sites.csv, id: site_id, x: lon, y: lat, crs: "EPSG:4326"}   # CSV or Parquet
-        targets: {species: ["sp_*"]}          # or occurrences: {path: occ.csv, species: species}
+        targets: {species: ["sp_*"]}          # or species: {path: counts.csv, columns: ["sp_*"]}
+                                              # or occurrences: {path: occ.csv, species: species}
                                               # or label: habitat | presence_only: {path: gbif.csv, ...}
         tables:                               # joined on the site id; text columns are categorical
           - {name: soil, path: soil.parquet, columns: [ph, "clay_*", texture], exclude: ["*_qc"]}
@@ -32,7 +33,7 @@ token each) and, when it also has text or declared-categorical columns, ``<name>
 (one level per token; put both in one ``data.groups`` entry to mask them together). A
 raster section gives one token per layer (every band of every file) at the site's
 pixel, or with ``patch: N`` an N x N window centred on the site cut into
-``token_size`` tokens. Time series give one token per segment of every variable;
+``token_size`` tokens (categorical layers: one channel per class). Time series give one token per segment of every variable;
 image folders one token per patch.
 
 **Missing data is hidden, counted and reported:** an empty cell, a site without a row in
@@ -42,7 +43,7 @@ on the training split only.
 
 **Splits.** ``spatial`` (square blocks of ``block_km``; geographic CRSs are projected to
 km, projected CRSs use their unit), ``column`` (a sites-table column holding
-train/val/test) or ``random``.
+train/val/test) or ``random``. Sites need coordinates only for rasters and the spatial split.
 
 .. versionadded:: 0.1
 """

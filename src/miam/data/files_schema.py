@@ -195,7 +195,8 @@ class RasterSection(Section):
     patch: int | None = None
     #: side of one image token, in pixels (default: N, one token per patch)
     token_size: int | None = None
-    #: the layers hold classes (land cover): an embedding per class, not a number
+    #: the layers hold classes (land cover), not numbers: an embedding per class, or with ``patch``
+    #: one channel per class (one-hot)
     categorical: bool = False
 
 
