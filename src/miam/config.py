@@ -77,8 +77,15 @@ class MaskingConfig:
     eps: float = 1e-3
     window: int = 1
     clamp: list[float] | None = None
-    #: subtracted from each unimodal score before rho_s (0.5 = AUROC's chance level; ours, 0 = the paper)
-    score_baseline: float = 0.0
+    #: subtracted from each unimodal score before rho_s: a number, or ``chance`` (the metric's:
+    #: AUROC 0.5, top-1 1/C); ours, 0 = the paper
+    score_baseline: float | str = 0.0
+    #: how rho_d reads a score's speed: ``diff`` (mean |one-epoch change| over ``window``, the paper)
+    #: or ``slope`` (|least-squares slope| over ``window`` + 1 epochs); ours
+    derivative: str = "diff"
+    #: z > 0: a score change within z standard errors of the validation score's own noise counts as
+    #: that noise (d_m floored); 0 = the paper; ours
+    noise_floor: float = 0.0
 
 
 @dataclass
@@ -117,6 +124,18 @@ class BalanceConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    #: named input configurations (the paper's partial inputs), each
+    #: ``{name: str, tokens: {modality or group: "all" | [token names or fnmatch globs]}}``; modalities
+    #: not listed are hidden. Their plain mean is ``avg_paper_configs``
+    #: (:func:`miam.explain.configs.resolve_configs`)
+    configs: list[dict[str, Any]] = field(default_factory=list)
+    #: multilabel only: also report the samples-averaged F1 of each sample's top-k predicted species
+    #: (GeoLifeCLEF 2024's score; GeoPlant's baselines use k = 25)
+    top_k_f1: int | None = None
+
+
+@dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -124,6 +143,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     balance: BalanceConfig = field(default_factory=BalanceConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     #: output folder: checkpoints, logs, reports
     out_dir: str = "miam_runs/run"
 
@@ -143,7 +163,8 @@ class RunConfig:
 
 _SECTIONS = {f.name: f.type for f in fields(RunConfig)}
 _SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "masking": MaskingConfig,
-                    "optim": OptimConfig, "trainer": TrainerConfig, "balance": BalanceConfig}
+                    "optim": OptimConfig, "trainer": TrainerConfig, "balance": BalanceConfig,
+                    "evaluation": EvaluationConfig}
 
 
 def from_dict(d: Mapping[str, Any], source: str = "config") -> RunConfig:

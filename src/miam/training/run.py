@@ -23,10 +23,11 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar, TQDMProgressBar
 
-from miam.config import RunConfig, check_masking_units, save_config
+from miam.config import EvaluationConfig, RunConfig, check_masking_units, save_config
 from miam.data.dataset import MultimodalDataset
 from miam.data.registry import build_dataset
 from miam.errors import ConfigError
+from miam.explain.configs import resolve_configs
 from miam.explain.subsets import SubsetEvaluator, all_subsets, summarize_subsets
 from miam.training.data import MultimodalDataModule
 from miam.training.feedback import ImbalanceFeedback
@@ -44,6 +45,8 @@ class TrainResult:
     last_checkpoint: str
     seconds: float
     epochs: int
+    #: False when the run reached ``trainer.max_epochs`` without early stopping (still improving)
+    stopped_early: bool = False
 
     def trajectory(self) -> pd.DataFrame:
         """Per epoch and modality: score, rho_s, rho_d, w."""
@@ -227,6 +230,7 @@ def train(cfg: RunConfig, dataset: MultimodalDataset | None = None, resume: bool
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     dataset = dataset if dataset is not None else build_dataset(cfg.data.name, **cfg.data.params)
     check_masking_units(cfg.masking, list(cfg.data.groups or dataset.modalities), f"{cfg.data.name} dataset")
+    resolve_configs(dataset.specs, cfg.evaluation.configs, cfg.data.groups)   # a typo fails before training
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
@@ -245,14 +249,21 @@ def train(cfg: RunConfig, dataset: MultimodalDataset | None = None, resume: bool
     best_module = MiamModule.load_from_checkpoint(best, map_location="cpu") if best and Path(best).is_file() else module
     # The best checkpoint was saved at its own epoch; keep the full trajectory of the run.
     best_module.trajectory_ = list(module.trajectory_)
-    return TrainResult(best_module, dataset, out, best, str(last), seconds, trainer.current_epoch)
+    stopped = any(isinstance(c, EarlyStopping) and c.stopped_epoch > 0 for c in trainer.callbacks)
+    return TrainResult(best_module, dataset, out, best, str(last), seconds, trainer.current_epoch, stopped)
 
 
-def test_subsets(result: TrainResult, batch_size: int = 512) -> pd.DataFrame:
-    """Test scores of the selected model on every non-empty modality subset."""
+def test_subsets(result: TrainResult, evaluation: EvaluationConfig | None = None,
+                 batch_size: int = 512) -> pd.DataFrame:
+    """Test scores of the selected model on every non-empty modality subset and, when
+    ``evaluation`` lists them, on the named input configurations (``evaluation.configs``)."""
     module = result.module.to(torch.device("cpu"))
-    evaluator = SubsetEvaluator(module.model, module.task, module.hparams.get("groups"), batch_size=batch_size)
-    return evaluator.evaluate(result.dataset.split("test"), all_subsets(evaluator.names))
+    evaluation = evaluation or EvaluationConfig()
+    groups = module.hparams.get("groups")
+    evaluator = SubsetEvaluator(module.model, module.task, groups, batch_size=batch_size)
+    configs = resolve_configs(module.specs, evaluation.configs, groups)
+    return evaluator.evaluate(result.dataset.split("test"), all_subsets(evaluator.names), configs,
+                              evaluation.top_k_f1)
 
 
 test_subsets.__test__ = False  # a library function, not a pytest test
