@@ -82,18 +82,25 @@ def test_an_empty_header_names_the_id_column(tmp_path):
 
 def test_a_duplicated_header_is_an_error_naming_both(tmp_path):
     """Before: the second ``ph`` silently became a token ``ph.1``."""
-    df = survey(tmp_path)
+    df = survey(tmp_path).assign(x=0.0, y=0.0)
     df.insert(3, "ph_again", df["ph"] + 1)
     df.to_csv(tmp_path / "sites.csv", index=False, header=[*df.columns[:3], "ph", *df.columns[4:]])
     with pytest.raises(DataFormatError, match=r"sites\.csv: column 'ph' appears twice in the header \(columns 2 "
                                               r"and 4; pandas would read the second as 'ph\.1'\); rename one"):
-        build(tmp_path, sites={"path": "sites.csv", "id": "plot"}, targets={"species": ["sp*"]},
+        build(tmp_path, sites={"path": "sites.csv", "id": "plot", "crs": None}, targets={"species": ["sp*"]},
               tables=[{"name": "soil"}], split={"method": "random"})
 
 
+def write_survey(folder):
+    """The survey as ``sites.csv``, with grid coordinates ``x``, ``y`` (no CRS) so that main read it too."""
+    survey(folder).assign(x=np.arange(60.0) * 100, y=np.arange(60) % 7 * 100.0).to_csv(folder / "sites.csv",
+                                                                                    index=False)
+
+
 def one_table_config(root, out, **masking):
-    """A run on the plain survey: one numeric table, MIAM with its parameters, a tiny model."""
-    return {"data": {"name": "files", "params": {"root": str(root), "sites": {"path": "sites.csv", "id": "plot"},
+    """A run on the survey of :func:`write_survey`: one numeric table, MIAM with its parameters, a tiny model."""
+    return {"data": {"name": "files", "params": {"root": str(root),
+                                                 "sites": {"path": "sites.csv", "id": "plot", "crs": None},
                                                  "targets": {"species": ["sp*"]}, "tables": SOIL,
                                                  "split": {"method": "random"}, "progress": False},
                      "batch_size": 16},
@@ -110,7 +117,7 @@ def write_config(path, cfg):
 def test_a_single_modality_says_miam_needs_two_and_trains_with_dropout(tmp_path, capsys):
     """Before: ``Miam needs at least 2 modalities, got 1: ['soil']``, raised while building the model,
     with no way out in the message or the docs."""
-    survey(tmp_path).to_csv(tmp_path / "sites.csv", index=False)
+    write_survey(tmp_path)
     config = write_config(tmp_path / "cfg.yaml", one_table_config(tmp_path, tmp_path / "run"))
     assert main(["train", "--config", config]) == 2
     err = capsys.readouterr().err
@@ -132,7 +139,7 @@ def test_a_single_modality_says_miam_needs_two_and_trains_with_dropout(tmp_path,
 def test_a_strategy_switched_from_the_command_line_keeps_only_its_parameters(tmp_path, capsys, caplog):
     """Before: ``--set masking.strategy=dropout`` on a config with MIAM's parameters failed with
     ``ModalityDropout got an unexpected parameter 'kappa'``."""
-    survey(tmp_path).to_csv(tmp_path / "sites.csv", index=False)
+    write_survey(tmp_path)
     config = write_config(tmp_path / "cfg.yaml", one_table_config(tmp_path, tmp_path / "run"))
     caplog.set_level(logging.INFO, logger="miam")
     assert main(["train", "--config", config, "--set", "masking.strategy=dropout"]) == 0
@@ -155,7 +162,7 @@ def test_a_strategy_switched_from_the_command_line_keeps_only_its_parameters(tmp
 def test_a_non_empty_out_dir_needs_resume_or_overwrite(tmp_path, capsys):
     """Before: training again into an existing ``out_dir`` wrote ``best-v1.ckpt`` with only Lightning's warning,
     so ``best.ckpt`` was the old model; ``--resume`` with no checkpoint silently started afresh."""
-    survey(tmp_path).to_csv(tmp_path / "sites.csv", index=False)
+    write_survey(tmp_path)
     out = tmp_path / "run"
     config = write_config(tmp_path / "cfg.yaml", one_table_config(tmp_path, out, strategy="dropout", params={}))
     assert main(["train", "--config", config, "--resume"]) == 2
@@ -179,10 +186,10 @@ def test_a_non_empty_out_dir_needs_resume_or_overwrite(tmp_path, capsys):
 def survey_run(tmp_path_factory):
     """The plain survey trained for 2 epochs with dropout by ``miam train``; returns (root, best checkpoint)."""
     root = tmp_path_factory.mktemp("survey")
-    df = survey(root)
-    df.assign(east=np.arange(60) * 100.0, north=np.arange(60) % 7 * 100.0).to_csv(root / "sites.csv", index=False)
+    write_survey(root)
+    pd.read_csv(root / "sites.csv").rename(columns={"x": "east", "y": "north"}).to_csv(root / "sites.csv", index=False)
     cfg = one_table_config(root, root / "run", strategy="dropout", params={"q": 0.1})
-    cfg["data"]["params"]["sites"].update(x="east", y="north", crs=None)
+    cfg["data"]["params"]["sites"].update(x="east", y="north")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert main(["train", "--config", write_config(root / "cfg.yaml", cfg)]) == 0
@@ -202,8 +209,11 @@ def test_predicted_sites_keep_the_id_column_name(survey_run, tmp_path):
 def test_training_output_is_quiet_and_one_line_per_epoch_when_not_a_terminal(tmp_path, capfd, caplog):
     """Before: a redirected ``miam train`` printed ``💡 Tip: For seamless cloud logging ... litlogger``, a
     ``LeafSpec`` deprecation warning, ``The number of training batches (4) is smaller than the logging interval
-    Trainer(log_every_n_steps=10)`` and tqdm bars redrawn with carriage returns, several per epoch."""
-    survey(tmp_path).to_csv(tmp_path / "sites.csv", index=False)
+    Trainer(log_every_n_steps=10)`` and tqdm bars redrawn with carriage returns, several per epoch; a warning
+    about the data came as ``.../files.py:242: UserWarning: soil: ...`` followed by the source line that raised it."""
+    write_survey(tmp_path)
+    pd.read_csv(tmp_path / "sites.csv").assign(ph=lambda df: df["ph"].where(df.index != 3)).to_csv(
+        tmp_path / "sites.csv", index=False)
     cfg = one_table_config(tmp_path, tmp_path / "run", strategy="dropout", params={})
     cfg["trainer"].update(progress_bar=True, max_epochs=3)
     caplog.set_level(logging.INFO)
@@ -212,8 +222,9 @@ def test_training_output_is_quiet_and_one_line_per_epoch_when_not_a_terminal(tmp
         assert main(["train", "--config", write_config(tmp_path / "cfg.yaml", cfg)]) == 0
     out, err = capfd.readouterr()
     everything = out + err + caplog.text + "\n".join(str(w.message) for w in caught)
-    for noise in ("Tip", "litlogger", "LeafSpec", "log_every_n_steps", "it/s", "\r"):
+    for noise in ("Tip", "litlogger", "LeafSpec", "log_every_n_steps", "it/s", "\r", "UserWarning", ".build()"):
         assert noise not in everything, noise
+    assert "warning: soil: sites.csv: 1 token(s) with empty cells\n" in err
     epochs = [line for line in out.splitlines() if line.startswith("epoch ")]
     assert [line.split(":")[0] for line in epochs] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
     assert all(re.search(r"train/loss \d\.\d{3}, val/selection \d\.\d{3} \(\d+\.\d s\)$", line) for line in epochs)
