@@ -17,6 +17,7 @@ Unknown sections or keys are errors that list the valid ones.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -25,6 +26,8 @@ from typing import Any
 import yaml
 
 from miam.errors import ConfigError
+
+logger = logging.getLogger("miam.config")
 
 
 @dataclass
@@ -189,7 +192,29 @@ def from_dict(d: Mapping[str, Any], source: str = "config") -> RunConfig:
         method_class(kwargs["balance"].method).check_params(kwargs["balance"].params)
     if "out_dir" in d:
         kwargs["out_dir"] = str(d["out_dir"])
+    if kwargs["data"].groups:
+        check_masking_units(kwargs["masking"], list(kwargs["data"].groups), f"{source}: data.groups")
     return RunConfig(**kwargs)
+
+
+def check_masking_units(masking: MaskingConfig, units: Sequence[str], where: str) -> None:
+    """Raise when the strategy balances modalities against each other and ``units`` holds fewer than it needs.
+
+    Called with ``data.groups`` at config time, else with the dataset's modalities once read.
+
+    Raises:
+        ConfigError: naming the units and the strategies that train a single modality.
+    """
+    from miam.masking.strategies import strategy_class
+
+    need = strategy_class(masking.strategy).min_modalities
+    if len(units) < need:
+        raise ConfigError(
+            f"{where}: masking.strategy {masking.strategy!r} balances modalities against each other and needs at "
+            f"least {need} modalities, got {len(units)}: {list(units)}. With one modality, mask it with "
+            f"masking: {{strategy: dropout, params: {{q: 0.1}}}} (the whole modality hidden in 10% of the steps) "
+            f"or {{strategy: constant, params: {{q: 0.5}}}} (half of its tokens hidden), or add a second table or "
+            f"raster (docs/own_data.md, 'One table').")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -214,8 +239,8 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         except yaml.YAMLError as e:
             raise ConfigError(f"{source}: not valid YAML ({e}).") from e
     d = from_dict(d, source).to_dict()
-    for text in overrides:
-        keys, value = parse_override(text)
+    parsed = [(text, *parse_override(text)) for text in overrides]
+    for text, keys, value in parsed:
         node = d
         for k in keys[:-1]:
             if not isinstance(node, dict) or k not in node:
@@ -224,7 +249,27 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         if keys[0] not in ("out_dir",) and len(keys) == 2 and keys[-1] not in node:
             raise ConfigError(f"Override {text!r}: unknown key {keys[-1]!r}; valid keys are {list(node)}.")
         node[keys[-1]] = value
+    changed = [keys[:2] for _, keys, _ in parsed]
+    if ["masking", "strategy"] in changed and ["masking", "params"] not in changed:
+        keep_strategy_params(d["masking"])
     return from_dict(d, source)
+
+
+def keep_strategy_params(masking: dict[str, Any]) -> None:
+    """Drop the parameters that ``masking["strategy"]`` does not take, with one log line naming them.
+
+    A strategy switched from the command line (``--set masking.strategy=dropout``) on a config
+    written for another (MIAM's ``kappa``, ``lambda_s``...) keeps only what applies to it.
+    """
+    from miam.masking.strategies import strategy_class
+
+    valid = strategy_class(masking["strategy"])._parameter_constraints
+    params = masking.get("params") or {}
+    dropped = [k for k in params if k not in valid]
+    if dropped:
+        masking["params"] = {k: v for k, v in params.items() if k in valid}
+        logger.info("masking.strategy=%s: dropped the parameter(s) %s it does not take (it takes %s).",
+                    masking["strategy"], dropped, sorted(valid))
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

@@ -11,15 +11,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model from a YAML config",
                        description="Train a model as the config says; checkpoints and logs go to out_dir.")
     add_config_args(p)
-    p.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoints/last.ckpt if present")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run in out_dir from its "
+                                                             "checkpoints/last.ckpt")
+    again.add_argument("--overwrite", action="store_true", help="replace the run in a non-empty out_dir (its "
+                                                                "checkpoints, logs and result tables)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from miam.explain.subsets import headline
-    from miam.training.run import summarize, test_subsets, train
+    from miam.training.run import check_out_dir, summarize, test_subsets, train
 
     cfg = config_from_args(args)
+    check_out_dir(cfg.out_dir, args.resume, args.overwrite)
     result = train(cfg, resume=args.resume)
     table = test_subsets(result, cfg.evaluation)
     table.to_csv(result.out_dir / "test_subsets.csv", index=False)
