@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from miam.balance import ImbalanceTracker, get_method
 from miam.balance.methods import StepContext, configure_model
-from miam.balance.methods.functional import all_reduce_sum, local_sum
+from miam.balance.methods.functional import all_reduce_max, all_reduce_sum, local_sum
 from miam.data.batch import MultimodalBatch
 from miam.data.spec import ModalitySpec, TaskSpec
 from miam.errors import ConfigError
@@ -192,6 +192,7 @@ class MiamModule(L.LightningModule):
                            max_epochs=None if trainer is None else trainer.max_epochs, batch_index=batch_idx,
                            n_batches=int(n) if n is not None and math.isfinite(n) else None,
                            reduce_sum=all_reduce_sum if distributed else local_sum,
+                           reduce_max=all_reduce_max if distributed else local_sum,
                            generator=self._generator(BALANCE_STREAM))
 
     def _balanced_loss(self, batch: MultimodalBatch, batch_idx: int, visible: Tensor) -> Tensor:

@@ -26,7 +26,8 @@ class StepContext:
     Under DDP each rank sees its own shard of the batch. A method builds its coefficients
     from per-batch *sums* passed through ``reduce_sum`` (the sum over all ranks;
     :func:`local_sum` in one process) before it forms a ratio, so every rank computes the
-    same coefficient; a random draw that decides a coefficient or modulates the (already
+    same coefficient (``reduce_max`` gives the elementwise maximum over ranks, e.g. of
+    histogram ranges); a random draw that decides a coefficient or modulates the (already
     synchronised) gradients uses ``generator``, seeded alike on every rank for the step
     (None: torch's global generator).
     """
@@ -37,6 +38,7 @@ class StepContext:
     batch_index: int = 0
     n_batches: int | None = None
     reduce_sum: Callable[[Tensor], Tensor] = local_sum
+    reduce_max: Callable[[Tensor], Tensor] = local_sum
     generator: torch.Generator | None = None
 
 

@@ -9,7 +9,7 @@ from torch import Tensor
 
 
 def local_sum(tensor: Tensor) -> Tensor:
-    """The sum over one process: the tensor itself, detached."""
+    """The sum (or maximum) over one process: the tensor itself, detached."""
     return tensor.detach()
 
 
@@ -18,6 +18,13 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
     (``torch.distributed.all_reduce``, SUM); every rank must call it in the same order."""
     out = tensor.detach().clone()
     torch.distributed.all_reduce(out, op=torch.distributed.ReduceOp.SUM)
+    return out
+
+
+def all_reduce_max(tensor: Tensor) -> Tensor:
+    """The elementwise maximum of a detached copy of ``tensor`` over every rank (MAX)."""
+    out = tensor.detach().clone()
+    torch.distributed.all_reduce(out, op=torch.distributed.ReduceOp.MAX)
     return out
 
 
