@@ -12,7 +12,7 @@ from miam.balance.methods import StepContext, method_class
 from miam.balance.methods.amss import amss_keep_fractions, channel_mask, label_entropy
 from miam.balance.methods.arm import (arm_contributions, arm_weights, feature_information,
                                       normalised_conditional_mutual_information, normalised_mutual_information)
-from miam.balance.methods.cggm import cggm_coefficients, cggm_direction_loss
+from miam.balance.methods.cggm import cggm_coefficients, cggm_direction_loss, head_accuracy
 from miam.balance.methods.functional import positive_scores, ratio_to_others, unimodal_scores
 from miam.balance.methods.miles import miles_lr_scales
 from miam.balance.methods.mla import project_gradient, rls_projector_update
@@ -55,6 +55,61 @@ def test_ratio_to_others_reduces_to_the_two_modality_ratio():
     assert ratio_to_others(torch.tensor([0.9, 0.3])).tolist() == pytest.approx([3.0, 1 / 3])
     s = torch.tensor([0.8, 0.4, 0.2, 0.1])
     assert float(ratio_to_others(s)[0]) == pytest.approx((2 + 4 + 8) / 3)
+
+
+class TwoShards:
+    """Two DDP ranks in one process: run a statistic on shard B, recording what it reduces,
+    then on shard A with each reduction adding (or taking the maximum with) B's."""
+
+    def __init__(self):
+        self.seen = {"sum": [], "max": []}
+        self.replay = False
+
+    def reduce(self, kind):
+        def op(t):
+            if not self.replay:
+                self.seen[kind].append(t.detach().clone())
+                return t.detach()
+            other = self.seen[kind].pop(0)
+            return t.detach() + other if kind == "sum" else torch.maximum(t.detach(), other)
+        return op
+
+    def __call__(self, statistic, shard_a, shard_b):
+        statistic(*shard_b, self.reduce("sum"), self.reduce("max"))
+        self.replay = True
+        return statistic(*shard_a, self.reduce("sum"), self.reduce("max"))
+
+
+def test_batch_statistics_reduced_over_shards_equal_the_whole_batchs():
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(3, 40, 4, generator=gen)
+    y = torch.randint(0, 4, (40,), generator=gen)
+    y_ml = (torch.rand(40, 4, generator=gen) < 0.4).float()
+    a, b = slice(0, 15), slice(15, 40)
+    for target, kind in [(y, "multiclass"), (y_ml, "multilabel")]:
+        def scores(z_, t_, reduce_sum, reduce_max, kind=kind):
+            return unimodal_scores(z_, t_, kind, reduce_sum)
+        sharded = TwoShards()(scores, (z[:, a], target[a]), (z[:, b], target[b]))
+        assert sharded.tolist() == pytest.approx(unimodal_scores(z, target, kind).tolist(), abs=1e-6)
+
+        def accuracy(z_, t_, reduce_sum, reduce_max, kind=kind):
+            return head_accuracy(z_, t_, kind, reduce_sum)
+        sharded = TwoShards()(accuracy, (z[:, a], target[a]), (z[:, b], target[b]))
+        assert sharded.tolist() == pytest.approx(head_accuracy(z, target, kind).tolist(), abs=1e-6)
+
+        def entropy(t_, reduce_sum, reduce_max, kind=kind):
+            return label_entropy(t_, kind, 4, reduce_sum)
+        sharded = TwoShards()(entropy, (target[a],), (target[b],))
+        assert float(sharded) == pytest.approx(float(label_entropy(target, kind, 4)), rel=1e-9)
+    features, fused = torch.randn(3, 40, 6, generator=gen), torch.randn(40, 6, generator=gen)
+    # shard B holds each variable's extremes: its recorded counts already use the global bins
+    features[:, a] = features[:, a].clamp(-0.5, 0.5)
+    fused[a] = fused[a].clamp(-0.5, 0.5)
+
+    def information(h, f, reduce_sum, reduce_max):
+        return torch.cat(feature_information(h, f, 30, 2, reduce_sum, reduce_max))
+    sharded = TwoShards()(information, (features[:, a], fused[a]), (features[:, b], fused[b]))
+    assert sharded.tolist() == pytest.approx(torch.cat(feature_information(features, fused, 30, 2)).tolist(), rel=1e-9)
 
 
 # ---------------------------------------------------------------- OGM-GE
