@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from miam.balance import ImbalanceTracker, get_method
 from miam.balance.methods import StepContext, configure_model
+from miam.balance.methods.functional import all_reduce_max, all_reduce_sum, local_sum
 from miam.data.batch import MultimodalBatch
 from miam.data.spec import ModalitySpec, TaskSpec
 from miam.errors import ConfigError
@@ -45,6 +46,10 @@ def score_baseline(value: float | str, task: TaskSpec) -> float:
         warnings.warn(f"masking.score_baseline={value} is not the chance level of the {task.kind} score "
                       f"({chance:.4g}); set score_baseline: chance to follow the metric.", UserWarning, stacklevel=3)
     return value
+
+
+#: the random stream of the balancing methods' draws, the same on every rank
+BALANCE_STREAM = 20_000
 
 
 def step_seed(seed: int, step: int, stream: int) -> int:
@@ -182,9 +187,13 @@ class MiamModule(L.LightningModule):
         """Where training stands, for the balancing method's hooks."""
         trainer = self._trainer
         n = None if trainer is None else trainer.num_training_batches
+        distributed = trainer is not None and trainer.world_size > 1
         return StepContext(epoch=self.current_epoch, step=self.global_step,
                            max_epochs=None if trainer is None else trainer.max_epochs, batch_index=batch_idx,
-                           n_batches=int(n) if n is not None and math.isfinite(n) else None)
+                           n_batches=int(n) if n is not None and math.isfinite(n) else None,
+                           reduce_sum=all_reduce_sum if distributed else local_sum,
+                           reduce_max=all_reduce_max if distributed else local_sum,
+                           generator=self._generator(BALANCE_STREAM))
 
     def _balanced_loss(self, batch: MultimodalBatch, batch_idx: int, visible: Tensor) -> Tensor:
         """The balancing method's loss, or its whole step when it optimises manually."""
@@ -199,9 +208,11 @@ class MiamModule(L.LightningModule):
         return loss
 
     def on_fit_start(self) -> None:
-        if self.balance is not None and self.trainer.world_size > 1:
-            raise ConfigError(f"Balancing methods run in one process: their per-batch coefficients would differ "
-                              f"between the {self.trainer.world_size} ranks. Train them with trainer.devices: 1.")
+        if self.balance is None or self.trainer.world_size == 1 or not self.balance.partial_backward:
+            return
+        if not getattr(self.trainer.strategy, "_ddp_kwargs", {}).get("find_unused_parameters", False):
+            raise ConfigError(f"Balancing method {self.balance.name!r} back-propagates through part of the model "
+                              f"at a time: under DDP set trainer.strategy: ddp_find_unused_parameters_true.")
 
     def on_after_backward(self) -> None:
         if self.balance is not None:
