@@ -76,6 +76,72 @@ def _species_response(rng: np.random.Generator, weight: np.ndarray, n_species: i
     return weight[:, None] * np.sign(g) * np.sqrt(g2)
 
 
+def texture_patches(rng: np.random.Generator, xy: np.ndarray, grid: int, patch_size: int, n_bands: int,
+                    pixel_noise: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image patches whose signal is the *texture amplitude* of a fine-scale habitat, per patch.
+
+    A grid x grid image around each site (patch centres 0.8 km apart); each patch holds a
+    checkerboard of amplitude ``softplus(1.5 h)`` (h independent per site and patch, so the
+    truth is per patch) with a random sign, a spatially smooth brightness per band, and pixel
+    noise. The signal is an |.|-like function of the pixels: slower to learn than a linear one.
+
+    Returns:
+        amplitude [N, P] (the signal), pixels [N, P, n_bands, p, p] scaled to unit sd, and
+        the patch offsets [P, 2] in km from the site, row-major.
+    """
+    n_sites = len(xy)
+    offsets = (np.arange(grid) - (grid - 1) / 2) * 0.8  # km between patch centres
+    dx, dy = np.meshgrid(offsets, offsets, indexing="ij")
+    patch_offset = np.stack([dx.ravel(), dy.ravel()], 1)
+    patch_xy = xy[:, None, :] + patch_offset[None]                                  # [N, P, 2]
+    n_patches = grid * grid
+    # fine-scale habitat varies below the patch spacing: independent between patches, so the truth is per patch
+    habitat = rng.normal(size=(n_sites, n_patches))
+    amplitude = np.log1p(np.exp(1.5 * habitat))                                      # softplus >= 0
+    brightness = _random_field(rng, patch_xy.reshape(-1, 2), n_bands, lengthscale=3.0).reshape(n_sites, n_patches, n_bands)
+    u, v = np.meshgrid(np.arange(patch_size), np.arange(patch_size), indexing="ij")
+    checker = np.where((u + v) % 2 == 0, 1.0, -1.0)                                  # [p, p]
+    sign = rng.choice([-1.0, 1.0], size=(n_sites, n_patches, 1))                     # phase hides the sign
+    band_gain = np.array([0.6, 1.0, -0.8, 1.4])[:n_bands] if n_bands <= 4 else rng.normal(size=n_bands)
+    pixels = (amplitude[..., None] * sign * band_gain)[..., None, None] * checker \
+        + 0.5 * brightness[..., None, None] \
+        + pixel_noise * rng.normal(size=(n_sites, n_patches, n_bands, patch_size, patch_size))
+    return amplitude, pixels / pixels.std(), patch_offset
+
+
+def species_logits(parts: Mapping[str, np.ndarray], strength: Mapping[str, float],
+                   signal_scale: float) -> tuple[np.ndarray, dict[str, float]]:
+    """Logits [N, S] from each modality's part, standardised and scaled by its strength.
+
+    Returns the logits and each modality's true share of their variance (``strength**2``,
+    normalised), since the parts are independent.
+    """
+    logits = sum(strength[m] * _standardise(parts[m], (0,)) for m in parts)
+    norm = np.sqrt(sum(strength[m] ** 2 for m in parts))
+    shares = np.array([strength[m] ** 2 for m in parts])
+    return signal_scale * logits / norm, dict(zip(parts, (shares / shares.sum()).tolist()))
+
+
+def draw_target(rng: np.random.Generator, logits: np.ndarray, task: str,
+                prevalence: tuple[float, float] = (0.08, 0.4)) -> np.ndarray:
+    """Targets from logits [N, S]: presences (``multilabel``), one class (``multiclass``) or rates.
+
+    Each species' bias sets its baseline prevalence, drawn in ``prevalence``. ``encounter``
+    targets are SatBird-like rates: the share of 5-49 checklists per site that report the
+    species, each with the site's presence probability.
+    """
+    lo, hi = prevalence
+    p0 = rng.uniform(lo, hi, size=logits.shape[1])
+    bias = np.log(p0 / (1 - p0))
+    if task == "multiclass":
+        return np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
+    prob = 1 / (1 + np.exp(-(logits + bias)))
+    if task == "multilabel":
+        return (rng.uniform(size=logits.shape) < prob).astype(np.float32)
+    checklists = rng.integers(5, 50, size=(len(logits), 1))
+    return (rng.binomial(checklists, prob) / checklists).astype(np.float32)
+
+
 def _token_shares(coef: np.ndarray) -> np.ndarray:
     """Each token's share of the modality's logit variance, summed over species and normalised.
 
@@ -168,24 +234,10 @@ def make_dataset(
     #     ``n_sat_informative`` patches nearest the site (which lies a little off the image
     #     centre) count, nearer ones more. Every species responds to the same footprint.
     grid = image_size // patch_size
-    offsets = (np.arange(grid) - (grid - 1) / 2) * 0.8  # km between patch centres
-    dx, dy = np.meshgrid(offsets, offsets, indexing="ij")
-    patch_offset = np.stack([dx.ravel(), dy.ravel()], 1)
-    patch_xy = xy[:, None, :] + patch_offset[None]                                  # [N, P, 2]
     n_patches = grid * grid
     if not 0 < n_sat_informative <= n_patches:
         raise InvalidParameterError(f"n_sat_informative must be in [1, {n_patches}] patches, got {n_sat_informative}.")
-    # fine-scale habitat varies below the patch spacing: independent between patches, so the truth is per patch
-    habitat = rng.normal(size=(n_sites, n_patches))
-    amplitude = np.log1p(np.exp(1.5 * habitat))                                      # softplus >= 0
-    brightness = _random_field(rng, patch_xy.reshape(-1, 2), n_bands, lengthscale=3.0).reshape(n_sites, n_patches, n_bands)
-    u, v = np.meshgrid(np.arange(patch_size), np.arange(patch_size), indexing="ij")
-    checker = np.where((u + v) % 2 == 0, 1.0, -1.0)                                  # [p, p]
-    sign = rng.choice([-1.0, 1.0], size=(n_sites, n_patches, 1))                     # phase hides the sign
-    band_gain = np.array([0.6, 1.0, -0.8, 1.4])[:n_bands] if n_bands <= 4 else rng.normal(size=n_bands)
-    pixels = (amplitude[..., None] * sign * band_gain)[..., None, None] * checker \
-        + 0.5 * brightness[..., None, None] \
-        + pixel_noise * rng.normal(size=(n_sites, n_patches, n_bands, patch_size, patch_size))
+    amplitude, pixels, patch_offset = texture_patches(rng, xy, grid, patch_size, n_bands, pixel_noise)
     nearest = np.argsort(np.linalg.norm(patch_offset - np.array([0.15, -0.1]), axis=1))[:n_sat_informative]
     sat_weight = np.zeros(n_patches)
     sat_weight[nearest] = np.linspace(1.0, 0.3, n_sat_informative)
@@ -194,22 +246,15 @@ def make_dataset(
 
     # --- species logits: each modality's part standardised, scaled by its strength.
     parts = {"env": f_env, "climate": f_clim, "satellite": f_sat}
-    logits = sum(strength[m] * _standardise(parts[m], (0,)) for m in parts)
-    norm = np.sqrt(sum(strength[m] ** 2 for m in parts))
-    logits = signal_scale * logits / norm
-    prevalence = rng.uniform(0.08, 0.4, size=n_species)
-    bias = np.log(prevalence / (1 - prevalence))
-    if task == "multilabel":
-        target = (rng.uniform(size=logits.shape) < 1 / (1 + np.exp(-(logits + bias)))).astype(np.float32)
-    else:
-        target = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
+    logits, modality_shares = species_logits(parts, strength, signal_scale)
+    target = draw_target(rng, logits, task)
 
     # --- tokens, standardised per token position.
     patch_names = tuple(f"r{r}c{c}" for r in range(grid) for c in range(grid))
     tokens = {
         "env": _standardise(env, (0,))[:, :, None],
         "climate": _standardise(climate, (0,)),
-        "satellite": pixels / pixels.std(),
+        "satellite": pixels,
     }
     specs = [
         ModalitySpec("env", "tabular", n_env, (1,), tuple(f"env{k:02d}" for k in range(n_env))),
@@ -222,9 +267,8 @@ def make_dataset(
         specs.append(ModalitySpec("coords", "coords", 1, (2,), ("xy",)))
 
     _apply_missing(rng, tokens, missing or {}, token_missing or {})
-    shares = np.array([strength[m] ** 2 for m in parts])
     truth = {
-        "modality_importance": dict(zip(parts, (shares / shares.sum()).tolist())),
+        "modality_importance": modality_shares,
         "token_importance": {
             "env": _token_shares(env_coef).tolist(),
             "climate": _token_shares(clim_coef).reshape(n_months, n_vars).sum(1).tolist(),
