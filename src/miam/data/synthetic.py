@@ -28,6 +28,7 @@ realised by the drawn coefficients. Both are in ``dataset.info["truth"]``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -142,6 +143,17 @@ def draw_target(rng: np.random.Generator, logits: np.ndarray, task: str,
     return (rng.binomial(checklists, prob) / checklists).astype(np.float32)
 
 
+def nearest_patch_weights(patch_offset: np.ndarray, n_informative: int) -> np.ndarray:
+    """Weights [P] falling from 1 to 0.3 over the ``n_informative`` patches nearest the site, 0 elsewhere.
+
+    The site lies a little off the image centre (0.15, -0.1 km), so no two patches tie.
+    """
+    nearest = np.argsort(np.linalg.norm(patch_offset - np.array([0.15, -0.1]), axis=1))[:n_informative]
+    weight = np.zeros(len(patch_offset))
+    weight[nearest] = np.linspace(1.0, 0.3, n_informative)
+    return weight
+
+
 def _token_shares(coef: np.ndarray) -> np.ndarray:
     """Each token's share of the modality's logit variance, summed over species and normalised.
 
@@ -156,7 +168,7 @@ def _token_shares(coef: np.ndarray) -> np.ndarray:
 def make_dataset(
     seed: int = 0,
     n_sites: int = 3000,
-    n_species: int = 24,
+    n_species: int | None = None,
     task: str = "multilabel",
     n_env: int = 12,
     n_env_informative: int = 6,
@@ -174,12 +186,14 @@ def make_dataset(
     lengthscale_km: float = 2.5,
     block_km: float = 10.0,
     split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    preset: str | None = None,
 ) -> MultimodalDataset:
     """Generate the embedded multimodal dataset, deterministic from ``seed``.
 
     Args:
         seed: every random choice follows from it.
-        n_sites, n_species: sizes; ``task="multiclass"`` gives one species label per site.
+        n_sites, n_species: sizes (``n_species`` None: 24, or the preset's); ``task="multiclass"``
+            gives one species label per site.
         strength: share of logit standard deviation per modality
             (default ``env 1.0, climate 0.6, satellite 0.9``: env dominates and is easy).
         signal_scale: overall logit scale (higher = cleaner labels).
@@ -190,6 +204,11 @@ def make_dataset(
             ``extent_km`` so that no modality's fields stand in for the location (and so
             for the others' signal), yet neighbouring sites (~1 km apart) stay alike.
         block_km: side of the square blocks of the spatial train/val/test split.
+        preset: ``None`` (the embedded demo landscape) or a benchmark-shaped landscape of
+            :mod:`miam.data.synthetic_presets` (``geoplant``, ``taxabench``, ``satbird``). A
+            preset sets its own task, modalities and strengths: only ``seed``, ``n_sites``,
+            ``n_species``, ``missing``, ``token_missing``, ``extent_km``, ``lengthscale_km``,
+            ``block_km`` and ``split_fractions`` apply, and setting another parameter is an error.
 
     Returns:
         a :class:`MultimodalDataset` with ``splits`` train/val/test, ``coords`` in km and
@@ -201,6 +220,22 @@ def make_dataset(
         >>> ds.modalities, len(ds.split("train")) > 100
         (['env', 'climate', 'satellite'], True)
     """
+    if preset is not None:
+        from miam.data.synthetic_presets import PRESETS, make_preset
+
+        check_choice("make_dataset", "preset", preset, PRESETS)
+        demo_only = {"task": task, "n_env": n_env, "n_env_informative": n_env_informative,
+                     "n_sat_informative": n_sat_informative, "image_size": image_size, "patch_size": patch_size,
+                     "n_bands": n_bands, "with_coords": with_coords, "strength": strength,
+                     "signal_scale": signal_scale, "pixel_noise": pixel_noise}
+        defaults = inspect.signature(make_dataset).parameters
+        changed = sorted(k for k, v in demo_only.items() if v != defaults[k].default)
+        if changed:
+            raise InvalidParameterError(f"make_dataset: {changed} describe the demo landscape and cannot be set "
+                                        f"with preset={preset!r}; the preset sets them itself.")
+        return make_preset(preset, seed, n_sites, n_species, missing or {}, token_missing or {}, extent_km,
+                           lengthscale_km, block_km, split_fractions)
+    n_species = 24 if n_species is None else n_species
     check_choice("make_dataset", "task", task, ("multilabel", "multiclass"))
     if image_size % patch_size:
         raise InvalidParameterError(f"image_size={image_size} must be a multiple of patch_size={patch_size}.")
@@ -238,9 +273,7 @@ def make_dataset(
     if not 0 < n_sat_informative <= n_patches:
         raise InvalidParameterError(f"n_sat_informative must be in [1, {n_patches}] patches, got {n_sat_informative}.")
     amplitude, pixels, patch_offset = texture_patches(rng, xy, grid, patch_size, n_bands, pixel_noise)
-    nearest = np.argsort(np.linalg.norm(patch_offset - np.array([0.15, -0.1]), axis=1))[:n_sat_informative]
-    sat_weight = np.zeros(n_patches)
-    sat_weight[nearest] = np.linspace(1.0, 0.3, n_sat_informative)
+    sat_weight = nearest_patch_weights(patch_offset, n_sat_informative)
     sat_coef = sat_weight[:, None] * rng.normal(size=(1, n_species))
     f_sat = _standardise(amplitude, (0,)) @ sat_coef
 
