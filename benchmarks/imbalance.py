@@ -94,8 +94,8 @@ def main() -> None:
         return
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
-    base = load_config(packaged_config("demo.yaml"), [f"trainer.max_epochs={args.epochs}",
-                                                      f"trainer.patience={args.patience}", "trainer.progress_bar=false"])
+    overrides = [f"trainer.max_epochs={args.epochs}", f"trainer.patience={args.patience}", "trainer.progress_bar=false"]
+    base = load_config(packaged_config("demo.yaml"), overrides)
     out = Path(args.out)
     rows = []
     for seed in range(args.seeds):

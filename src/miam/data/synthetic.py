@@ -99,7 +99,8 @@ def texture_patches(rng: np.random.Generator, xy: np.ndarray, grid: int, patch_s
     # fine-scale habitat varies below the patch spacing: independent between patches, so the truth is per patch
     habitat = rng.normal(size=(n_sites, n_patches))
     amplitude = np.log1p(np.exp(1.5 * habitat))                                      # softplus >= 0
-    brightness = _random_field(rng, patch_xy.reshape(-1, 2), n_bands, lengthscale=3.0).reshape(n_sites, n_patches, n_bands)
+    brightness = _random_field(rng, patch_xy.reshape(-1, 2), n_bands, lengthscale=3.0)
+    brightness = brightness.reshape(n_sites, n_patches, n_bands)
     u, v = np.meshgrid(np.arange(patch_size), np.arange(patch_size), indexing="ij")
     checker = np.where((u + v) % 2 == 0, 1.0, -1.0)                                  # [p, p]
     sign = rng.choice([-1.0, 1.0], size=(n_sites, n_patches, 1))                     # phase hides the sign

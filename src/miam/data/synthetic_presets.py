@@ -51,9 +51,9 @@ from miam.data.synthetic import (COVARIATE_FEATURES, _apply_missing, _random_fie
 #: the variables of the GeoPlant-like ``env`` modality, and those that carry signal (weights)
 GEOPLANT_ENV = (*(f"bio{i}" for i in range(1, 20)), "elevation", "landcover", "soil_phh2o", "soil_clay")
 GEOPLANT_ENV_SIGNAL = {"bio1": 1.0, "bio12": 0.7, "bio4": 0.5, "elevation": 0.45, "bio15": 0.35, "soil_phh2o": 0.3}
-CLIMATE_VARIABLES = ("tas", "pr", "tasmax", "tasmin")
-CLIMATE_TOKENS = (*(f"2018-{m:02d}" for m in range(1, 13)), *(f"{y}-{y + 2}" for y in range(2000, 2018, 3)))
-LANDSAT_YEARS = tuple(str(y) for y in range(2015, 2021))
+GEOPLANT_CLIMATE_VARIABLES = ("tas", "pr", "tasmax", "tasmin")
+GEOPLANT_CLIMATE_TOKENS = (*(f"2018-{m:02d}" for m in range(1, 13)), *(f"{y}-{y + 2}" for y in range(2000, 2018, 3)))
+GEOPLANT_LANDSAT_YEARS = tuple(str(y) for y in range(2015, 2021))
 #: SatBird's environmental point values (bioclim, then the USA soil layers)
 SATBIRD_ENV = (*(f"bio_{i}" for i in range(1, 20)), "bdticm", "bldfie", "cecsol", "clyppt", "orcdrc", "phihox",
                "sltppt", "sndppt")
@@ -91,14 +91,9 @@ def linear_part(rng: np.random.Generator, features: np.ndarray, weight: np.ndarr
 
     Returns the logit part [N, S] and each token's realised share [T] (summed over its variables).
     """
-
     coef = _species_response(rng, weight.ravel(), n_species)
     signal = features.reshape(len(features), -1) @ coef
     return signal, _token_shares(coef).reshape(weight.shape).sum(1)
-
-
-def _weights(names: Sequence[str], signal: Mapping[str, float]) -> np.ndarray:
-    return np.array([[signal.get(n, 0.0)] for n in names])
 
 
 def _texture_part(rng: np.random.Generator, xy: np.ndarray, n_species: int, grid: int,
@@ -124,7 +119,7 @@ def _env_part(rng: np.random.Generator, xy: np.ndarray, n_species: int, lengthsc
     """Tabular variables, each an independent field; those in ``signal`` drive the species linearly."""
 
     env = _random_field(rng, xy, len(names), lengthscale, COVARIATE_FEATURES)[..., None]
-    part, shares = linear_part(rng, env, _weights(names, signal), n_species)
+    part, shares = linear_part(rng, env, np.array([[signal.get(n, 0.0)] for n in names]), n_species)
     return Part(ModalitySpec("env", "tabular", len(names), (1,), tuple(names)), env, part, shares)
 
 
@@ -134,7 +129,7 @@ def _geoplant(rng: np.random.Generator, xy: np.ndarray, n_species: int, lengthsc
     env = _env_part(rng, xy, n_species, lengthscale, GEOPLANT_ENV, GEOPLANT_ENV_SIGNAL)
     # climate: 2018's months (seasonal cycle + independent anomalies), then the older years'
     # three-year mean anomalies; only the anomalies carry signal
-    n_clim, n_vars = len(CLIMATE_TOKENS), len(CLIMATE_VARIABLES)
+    n_clim, n_vars = len(GEOPLANT_CLIMATE_TOKENS), len(GEOPLANT_CLIMATE_VARIABLES)
     anomaly = _random_field(rng, xy, n_clim * n_vars, lengthscale, COVARIATE_FEATURES).reshape(n, n_clim, n_vars)
     season = np.zeros((n_clim, n_vars))
     season[:12] = np.cos(2 * np.pi * (np.arange(12) - 6.5) / 12)[:, None] * np.array([8.0, 3.0, 9.0, 7.0])
@@ -144,15 +139,15 @@ def _geoplant(rng: np.random.Generator, xy: np.ndarray, n_species: int, lengthsc
     clim_weight[7, 2] = 0.5                          # tasmax Aug 2018
     clim_weight[12:, 0] = 0.3                        # tas of every older period
     clim_signal, clim_shares = linear_part(rng, anomaly, clim_weight, n_species)
-    climate = Part(ModalitySpec("climate", "timeseries", n_clim, (n_vars,), CLIMATE_TOKENS),
+    climate = Part(ModalitySpec("climate", "timeseries", n_clim, (n_vars,), GEOPLANT_CLIMATE_TOKENS),
                    _standardise(season[None] + anomaly, (0,)), clim_signal, clim_shares)
     # landsat: each year's greenness seen through 6 bands x 4 quarters, with noise
-    greenness = _random_field(rng, xy, len(LANDSAT_YEARS), lengthscale, COVARIATE_FEATURES)
+    greenness = _random_field(rng, xy, len(GEOPLANT_LANDSAT_YEARS), lengthscale, COVARIATE_FEATURES)
     loading = np.outer([-0.3, 0.2, -0.6, 1.0, -0.4, -0.5], [0.4, 1.0, 0.8, 0.3])   # bands x quarters
-    values = greenness[..., None, None] * loading + rng.normal(size=(n, len(LANDSAT_YEARS), 6, 4))
+    values = greenness[..., None, None] * loading + rng.normal(size=(n, len(GEOPLANT_LANDSAT_YEARS), 6, 4))
     land_signal, land_shares = linear_part(rng, greenness[..., None], np.array([[0, 0, 0.4, 1.0, 0.6, 0.5]]).T,
                                            n_species)
-    landsat = Part(ModalitySpec("landsat", "timeseries", len(LANDSAT_YEARS), (6, 4), LANDSAT_YEARS),
+    landsat = Part(ModalitySpec("landsat", "timeseries", len(GEOPLANT_LANDSAT_YEARS), (6, 4), GEOPLANT_LANDSAT_YEARS),
                    _standardise(values, (0,)), land_signal, land_shares)
     # sentinel: the centre patch and its four edge neighbours
     return [env, climate, landsat, _texture_part(rng, xy, n_species, 3, _centre_and_edges)]
