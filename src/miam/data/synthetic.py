@@ -214,7 +214,8 @@ def make_dataset(
     Returns:
         a :class:`MultimodalDataset` with ``splits`` train/val/test, ``coords`` in km and
         ``info["truth"]`` = ``{"modality_importance": {m: share}, "token_importance":
-        {m: [T_m] shares}}``.
+        {m: [T_m] shares}}``; a preset's truth adds ``dominant_modality`` and, where it has
+        groups (``info["groups"]``), ``group_importance``. docs/presets.md lists each preset's.
 
     Example:
         >>> ds = make_dataset(seed=0, n_sites=200)
