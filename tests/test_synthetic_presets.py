@@ -30,12 +30,11 @@ def layout(ds):
 
 def test_geoplant_layout(datasets):
     ds = datasets["geoplant"]
-    assert layout(ds) == {"env": ("tabular", 23, (1,)), "climate": ("timeseries", 18, (4,)),
+    assert layout(ds) == {"env": ("tabular", 23, (1,)), "climate": ("timeseries", 7, (4, 12)),
                           "landsat": ("timeseries", 6, (6, 4)), "sentinel": ("image", 9, (4, 4, 4))}
     env, climate, sentinel = ds.spec("env").token_names, ds.spec("climate").token_names, ds.spec("sentinel")
     assert env[:2] == ("bio1", "bio2") and {"bio19", "elevation", "landcover", "soil_phh2o"} <= set(env)
-    assert climate[:12] == tuple(f"2018-{m:02d}" for m in range(1, 13)) and climate[12:] == (
-        "2000-2002", "2003-2005", "2006-2008", "2009-2011", "2012-2014", "2015-2017")
+    assert climate == ("2000-2002", "2003-2005", "2006-2008", "2009-2011", "2012-2014", "2015-2017", "2018")
     assert sentinel.grid == (3, 3) and sentinel.token_names[4] == "r1c1"
     assert ds.task.kind == "multilabel" and ds.task.n_outputs == 120
     assert set(np.unique(ds.target)) == {0.0, 1.0} and ds.target.shape == (800, 120)
@@ -87,7 +86,7 @@ def test_geoplant_truth_has_partial_signal(datasets):
     env = dict(zip(ds.spec("env").token_names, tok["env"]))
     assert max(env, key=env.get) == "bio1" and env["bio1"] == pytest.approx(0.46, abs=0.01)
     assert sum(v for k, v in env.items() if k.startswith("bio")) > 0.8
-    assert sum(tok["climate"][:12]) == pytest.approx(0.85, abs=0.01)
+    assert tok["climate"][-1] == pytest.approx(0.85, abs=0.01)           # the 2018 token
     sentinel = np.asarray(tok["sentinel"])
     assert sentinel.argmax() == 4 and sentinel[4] == pytest.approx(0.55, abs=0.01)
     assert sentinel[[0, 2, 6, 8]].sum() == 0.0                 # the corners carry nothing

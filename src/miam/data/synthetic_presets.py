@@ -13,9 +13,9 @@ token, as realised by the drawn coefficients (``info["truth"]``).
 
   - ``env`` (tabular, 23 tokens): ``bio1``..``bio19``, ``elevation``, ``landcover``,
     ``soil_phh2o``, ``soil_clay``. Six carry linear signal; ``bio1`` alone is 46 % of it.
-  - ``climate`` (timeseries, 18 tokens of tas, pr, tasmax, tasmin): the twelve months of
-    2018 (``2018-01``..``2018-12``, 85 % of the signal: May-Aug temperature, Mar-Apr rain)
-    and six three-year means of the older years (``2000-2002``..``2015-2017``, 2.5 % each).
+  - ``climate`` (timeseries, 7 tokens of tas, pr, tasmax, tasmin x 12 months, as GeoPlant's
+    yearly cubes): ``2000-2002``..``2015-2017`` (three-year means, 2.5 % of the signal each)
+    and ``2018`` (85 %: May-Aug temperature, Mar-Apr rain).
   - ``landsat`` (timeseries, 6 tokens ``2015``..``2020`` of 6 bands x 4 quarters): a noisy
     view of each year's greenness; 2017-2020 carry signal, 2018 most.
   - ``sentinel`` (image, a 3 x 3 grid ``r0c0``..``r2c2`` of 4-band 4 x 4 px patches): the
@@ -52,7 +52,7 @@ from miam.data.synthetic import (COVARIATE_FEATURES, _apply_missing, _random_fie
 GEOPLANT_ENV = (*(f"bio{i}" for i in range(1, 20)), "elevation", "landcover", "soil_phh2o", "soil_clay")
 GEOPLANT_ENV_SIGNAL = {"bio1": 1.0, "bio12": 0.7, "bio4": 0.5, "elevation": 0.45, "bio15": 0.35, "soil_phh2o": 0.3}
 GEOPLANT_CLIMATE_VARIABLES = ("tas", "pr", "tasmax", "tasmin")
-GEOPLANT_CLIMATE_TOKENS = (*(f"2018-{m:02d}" for m in range(1, 13)), *(f"{y}-{y + 2}" for y in range(2000, 2018, 3)))
+GEOPLANT_CLIMATE_TOKENS = (*(f"{y}-{y + 2}" for y in range(2000, 2018, 3)), "2018")
 GEOPLANT_LANDSAT_YEARS = tuple(str(y) for y in range(2015, 2021))
 #: SatBird's environmental point values (bioclim, then the USA soil layers)
 SATBIRD_ENV = (*(f"bio_{i}" for i in range(1, 20)), "bdticm", "bldfie", "cecsol", "clyppt", "orcdrc", "phihox",
@@ -124,23 +124,26 @@ def _env_part(rng: np.random.Generator, xy: np.ndarray, n_species: int, lengthsc
 
 
 def _geoplant(rng: np.random.Generator, xy: np.ndarray, n_species: int, lengthscale: float) -> list[Part]:
-
     n = len(xy)
     env = _env_part(rng, xy, n_species, lengthscale, GEOPLANT_ENV, GEOPLANT_ENV_SIGNAL)
-    # climate: 2018's months (seasonal cycle + independent anomalies), then the older years'
-    # three-year mean anomalies; only the anomalies carry signal
-    n_clim, n_vars = len(GEOPLANT_CLIMATE_TOKENS), len(GEOPLANT_CLIMATE_VARIABLES)
-    anomaly = _random_field(rng, xy, n_clim * n_vars, lengthscale, COVARIATE_FEATURES).reshape(n, n_clim, n_vars)
-    season = np.zeros((n_clim, n_vars))
-    season[:12] = np.cos(2 * np.pi * (np.arange(12) - 6.5) / 12)[:, None] * np.array([8.0, 3.0, 9.0, 7.0])
-    clim_weight = np.zeros((n_clim, n_vars))
-    clim_weight[[4, 5, 6], 0] = [0.55, 1.0, 0.75]   # tas May-Jul 2018
-    clim_weight[[2, 3], 1] = [0.85, 0.4]            # pr Mar-Apr 2018
-    clim_weight[7, 2] = 0.5                          # tasmax Aug 2018
-    clim_weight[12:, 0] = 0.3                        # tas of every older period
-    clim_signal, clim_shares = linear_part(rng, anomaly, clim_weight, n_species)
-    climate = Part(ModalitySpec("climate", "timeseries", n_clim, (n_vars,), GEOPLANT_CLIMATE_TOKENS),
-                   _standardise(season[None] + anomaly, (0,)), clim_signal, clim_shares)
+    # climate: one token per period or year of variable x month values, as GeoPlant's cubes. Each
+    # older three-year period: one field per variable (its mean anomaly) plus month-to-month noise;
+    # 2018: an independent field per variable and month. The seasonal cycle carries no signal.
+    periods, n_vars = len(GEOPLANT_CLIMATE_TOKENS) - 1, len(GEOPLANT_CLIMATE_VARIABLES)
+    season = np.cos(2 * np.pi * (np.arange(12) - 6.5) / 12) * np.array([[8.0], [3.0], [9.0], [7.0]])  # [V, 12]
+    older = _random_field(rng, xy, periods * n_vars, lengthscale, COVARIATE_FEATURES).reshape(n, periods, n_vars)
+    y2018 = _random_field(rng, xy, n_vars * 12, lengthscale, COVARIATE_FEATURES).reshape(n, 1, n_vars, 12)
+    noise = 0.3 * rng.normal(size=(n, periods, n_vars, 12))
+    values = np.concatenate([older[..., None] + noise, y2018], 1) + season
+    w2018 = np.zeros((n_vars, 12))
+    w2018[0, [4, 5, 6]] = [0.55, 1.0, 0.75]   # tas May-Jul
+    w2018[1, [2, 3]] = [0.85, 0.4]            # pr Mar-Apr
+    w2018[2, 7] = 0.5                          # tasmax Aug
+    coef = _species_response(rng, np.concatenate([np.full(periods, 0.3), w2018.ravel()]), n_species)
+    shares = _token_shares(coef)                # the tas of each older period, then 2018's variable-months
+    climate = Part(ModalitySpec("climate", "timeseries", periods + 1, (n_vars, 12), GEOPLANT_CLIMATE_TOKENS),
+                   _standardise(values, (0,)), np.concatenate([older[..., 0], y2018.reshape(n, -1)], 1) @ coef,
+                   np.append(shares[:periods], shares[periods:].sum()))
     # landsat: each year's greenness seen through 6 bands x 4 quarters, with noise
     greenness = _random_field(rng, xy, len(GEOPLANT_LANDSAT_YEARS), lengthscale, COVARIATE_FEATURES)
     loading = np.outer([-0.3, 0.2, -0.6, 1.0, -0.4, -0.5], [0.4, 1.0, 0.8, 0.3])   # bands x quarters
