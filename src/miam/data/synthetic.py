@@ -28,6 +28,7 @@ realised by the drawn coefficients. Both are in ``dataset.info["truth"]``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -76,6 +77,84 @@ def _species_response(rng: np.random.Generator, weight: np.ndarray, n_species: i
     return weight[:, None] * np.sign(g) * np.sqrt(g2)
 
 
+def texture_patches(rng: np.random.Generator, xy: np.ndarray, grid: int, patch_size: int, n_bands: int,
+                    pixel_noise: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image patches whose signal is the *texture amplitude* of a fine-scale habitat, per patch.
+
+    A grid x grid image around each site (patch centres 0.8 km apart); each patch holds a
+    checkerboard of amplitude ``softplus(1.5 h)`` (h independent per site and patch, so the
+    truth is per patch) with a random sign, a spatially smooth brightness per band, and pixel
+    noise. The signal is an |.|-like function of the pixels: slower to learn than a linear one.
+
+    Returns:
+        amplitude [N, P] (the signal), pixels [N, P, n_bands, p, p] scaled to unit sd, and
+        the patch offsets [P, 2] in km from the site, row-major.
+    """
+    n_sites = len(xy)
+    offsets = (np.arange(grid) - (grid - 1) / 2) * 0.8  # km between patch centres
+    dx, dy = np.meshgrid(offsets, offsets, indexing="ij")
+    patch_offset = np.stack([dx.ravel(), dy.ravel()], 1)
+    patch_xy = xy[:, None, :] + patch_offset[None]                                  # [N, P, 2]
+    n_patches = grid * grid
+    # fine-scale habitat varies below the patch spacing: independent between patches, so the truth is per patch
+    habitat = rng.normal(size=(n_sites, n_patches))
+    amplitude = np.log1p(np.exp(1.5 * habitat))                                      # softplus >= 0
+    brightness = _random_field(rng, patch_xy.reshape(-1, 2), n_bands, lengthscale=3.0)
+    brightness = brightness.reshape(n_sites, n_patches, n_bands)
+    u, v = np.meshgrid(np.arange(patch_size), np.arange(patch_size), indexing="ij")
+    checker = np.where((u + v) % 2 == 0, 1.0, -1.0)                                  # [p, p]
+    sign = rng.choice([-1.0, 1.0], size=(n_sites, n_patches, 1))                     # phase hides the sign
+    band_gain = np.array([0.6, 1.0, -0.8, 1.4])[:n_bands] if n_bands <= 4 else rng.normal(size=n_bands)
+    pixels = (amplitude[..., None] * sign * band_gain)[..., None, None] * checker \
+        + 0.5 * brightness[..., None, None] \
+        + pixel_noise * rng.normal(size=(n_sites, n_patches, n_bands, patch_size, patch_size))
+    return amplitude, pixels / pixels.std(), patch_offset
+
+
+def species_logits(parts: Mapping[str, np.ndarray], strength: Mapping[str, float],
+                   signal_scale: float) -> tuple[np.ndarray, dict[str, float]]:
+    """Logits [N, S] from each modality's part, standardised and scaled by its strength.
+
+    Returns the logits and each modality's true share of their variance (``strength**2``,
+    normalised), since the parts are independent.
+    """
+    logits = sum(strength[m] * _standardise(parts[m], (0,)) for m in parts)
+    norm = np.sqrt(sum(strength[m] ** 2 for m in parts))
+    shares = np.array([strength[m] ** 2 for m in parts])
+    return signal_scale * logits / norm, dict(zip(parts, (shares / shares.sum()).tolist()))
+
+
+def draw_target(rng: np.random.Generator, logits: np.ndarray, task: str,
+                prevalence: tuple[float, float] = (0.08, 0.4)) -> np.ndarray:
+    """Targets from logits [N, S]: presences (``multilabel``), one class (``multiclass``) or rates.
+
+    Each species' bias sets its baseline prevalence, drawn in ``prevalence``. ``encounter``
+    targets are SatBird-like rates: the share of 5-49 checklists per site that report the
+    species, each with the site's presence probability.
+    """
+    lo, hi = prevalence
+    p0 = rng.uniform(lo, hi, size=logits.shape[1])
+    bias = np.log(p0 / (1 - p0))
+    if task == "multiclass":
+        return np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
+    prob = 1 / (1 + np.exp(-(logits + bias)))
+    if task == "multilabel":
+        return (rng.uniform(size=logits.shape) < prob).astype(np.float32)
+    checklists = rng.integers(5, 50, size=(len(logits), 1))
+    return (rng.binomial(checklists, prob) / checklists).astype(np.float32)
+
+
+def nearest_patch_weights(patch_offset: np.ndarray, n_informative: int) -> np.ndarray:
+    """Weights [P] falling from 1 to 0.3 over the ``n_informative`` patches nearest the site, 0 elsewhere.
+
+    The site lies a little off the image centre (0.15, -0.1 km), so no two patches tie.
+    """
+    nearest = np.argsort(np.linalg.norm(patch_offset - np.array([0.15, -0.1]), axis=1))[:n_informative]
+    weight = np.zeros(len(patch_offset))
+    weight[nearest] = np.linspace(1.0, 0.3, n_informative)
+    return weight
+
+
 def _token_shares(coef: np.ndarray) -> np.ndarray:
     """Each token's share of the modality's logit variance, summed over species and normalised.
 
@@ -90,7 +169,7 @@ def _token_shares(coef: np.ndarray) -> np.ndarray:
 def make_dataset(
     seed: int = 0,
     n_sites: int = 3000,
-    n_species: int = 24,
+    n_species: int | None = None,
     task: str = "multilabel",
     n_env: int = 12,
     n_env_informative: int = 6,
@@ -108,12 +187,14 @@ def make_dataset(
     lengthscale_km: float = 2.5,
     block_km: float = 10.0,
     split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    preset: str | None = None,
 ) -> MultimodalDataset:
     """Generate the embedded multimodal dataset, deterministic from ``seed``.
 
     Args:
         seed: every random choice follows from it.
-        n_sites, n_species: sizes; ``task="multiclass"`` gives one species label per site.
+        n_sites, n_species: sizes (``n_species`` None: 24, or the preset's); ``task="multiclass"``
+            gives one species label per site.
         strength: share of logit standard deviation per modality
             (default ``env 1.0, climate 0.6, satellite 0.9``: env dominates and is easy).
         signal_scale: overall logit scale (higher = cleaner labels).
@@ -124,17 +205,39 @@ def make_dataset(
             ``extent_km`` so that no modality's fields stand in for the location (and so
             for the others' signal), yet neighbouring sites (~1 km apart) stay alike.
         block_km: side of the square blocks of the spatial train/val/test split.
+        preset: ``None`` (the embedded demo landscape) or a benchmark-shaped landscape of
+            :mod:`miam.data.synthetic_presets` (``geoplant``, ``taxabench``, ``satbird``). A
+            preset sets its own task, modalities and strengths: only ``seed``, ``n_sites``,
+            ``n_species``, ``missing``, ``token_missing``, ``extent_km``, ``lengthscale_km``,
+            ``block_km`` and ``split_fractions`` apply, and setting another parameter is an error.
 
     Returns:
         a :class:`MultimodalDataset` with ``splits`` train/val/test, ``coords`` in km and
         ``info["truth"]`` = ``{"modality_importance": {m: share}, "token_importance":
-        {m: [T_m] shares}}``.
+        {m: [T_m] shares}}``; a preset's truth adds ``dominant_modality`` and, where it has
+        groups (``info["groups"]``), ``group_importance``. docs/presets.md lists each preset's.
 
     Example:
         >>> ds = make_dataset(seed=0, n_sites=200)
         >>> ds.modalities, len(ds.split("train")) > 100
         (['env', 'climate', 'satellite'], True)
     """
+    if preset is not None:
+        from miam.data.synthetic_presets import PRESETS, make_preset
+
+        check_choice("make_dataset", "preset", preset, PRESETS)
+        demo_only = {"task": task, "n_env": n_env, "n_env_informative": n_env_informative,
+                     "n_sat_informative": n_sat_informative, "image_size": image_size, "patch_size": patch_size,
+                     "n_bands": n_bands, "with_coords": with_coords, "strength": strength,
+                     "signal_scale": signal_scale, "pixel_noise": pixel_noise}
+        defaults = inspect.signature(make_dataset).parameters
+        changed = sorted(k for k, v in demo_only.items() if v != defaults[k].default)
+        if changed:
+            raise InvalidParameterError(f"make_dataset: {changed} describe the demo landscape and cannot be set "
+                                        f"with preset={preset!r}; the preset sets them itself.")
+        return make_preset(preset, seed, n_sites, n_species, missing or {}, token_missing or {}, extent_km,
+                           lengthscale_km, block_km, split_fractions)
+    n_species = 24 if n_species is None else n_species
     check_choice("make_dataset", "task", task, ("multilabel", "multiclass"))
     if image_size % patch_size:
         raise InvalidParameterError(f"image_size={image_size} must be a multiple of patch_size={patch_size}.")
@@ -168,48 +271,25 @@ def make_dataset(
     #     ``n_sat_informative`` patches nearest the site (which lies a little off the image
     #     centre) count, nearer ones more. Every species responds to the same footprint.
     grid = image_size // patch_size
-    offsets = (np.arange(grid) - (grid - 1) / 2) * 0.8  # km between patch centres
-    dx, dy = np.meshgrid(offsets, offsets, indexing="ij")
-    patch_offset = np.stack([dx.ravel(), dy.ravel()], 1)
-    patch_xy = xy[:, None, :] + patch_offset[None]                                  # [N, P, 2]
     n_patches = grid * grid
     if not 0 < n_sat_informative <= n_patches:
         raise InvalidParameterError(f"n_sat_informative must be in [1, {n_patches}] patches, got {n_sat_informative}.")
-    # fine-scale habitat varies below the patch spacing: independent between patches, so the truth is per patch
-    habitat = rng.normal(size=(n_sites, n_patches))
-    amplitude = np.log1p(np.exp(1.5 * habitat))                                      # softplus >= 0
-    brightness = _random_field(rng, patch_xy.reshape(-1, 2), n_bands, lengthscale=3.0).reshape(n_sites, n_patches, n_bands)
-    u, v = np.meshgrid(np.arange(patch_size), np.arange(patch_size), indexing="ij")
-    checker = np.where((u + v) % 2 == 0, 1.0, -1.0)                                  # [p, p]
-    sign = rng.choice([-1.0, 1.0], size=(n_sites, n_patches, 1))                     # phase hides the sign
-    band_gain = np.array([0.6, 1.0, -0.8, 1.4])[:n_bands] if n_bands <= 4 else rng.normal(size=n_bands)
-    pixels = (amplitude[..., None] * sign * band_gain)[..., None, None] * checker \
-        + 0.5 * brightness[..., None, None] \
-        + pixel_noise * rng.normal(size=(n_sites, n_patches, n_bands, patch_size, patch_size))
-    nearest = np.argsort(np.linalg.norm(patch_offset - np.array([0.15, -0.1]), axis=1))[:n_sat_informative]
-    sat_weight = np.zeros(n_patches)
-    sat_weight[nearest] = np.linspace(1.0, 0.3, n_sat_informative)
+    amplitude, pixels, patch_offset = texture_patches(rng, xy, grid, patch_size, n_bands, pixel_noise)
+    sat_weight = nearest_patch_weights(patch_offset, n_sat_informative)
     sat_coef = sat_weight[:, None] * rng.normal(size=(1, n_species))
     f_sat = _standardise(amplitude, (0,)) @ sat_coef
 
     # --- species logits: each modality's part standardised, scaled by its strength.
     parts = {"env": f_env, "climate": f_clim, "satellite": f_sat}
-    logits = sum(strength[m] * _standardise(parts[m], (0,)) for m in parts)
-    norm = np.sqrt(sum(strength[m] ** 2 for m in parts))
-    logits = signal_scale * logits / norm
-    prevalence = rng.uniform(0.08, 0.4, size=n_species)
-    bias = np.log(prevalence / (1 - prevalence))
-    if task == "multilabel":
-        target = (rng.uniform(size=logits.shape) < 1 / (1 + np.exp(-(logits + bias)))).astype(np.float32)
-    else:
-        target = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
+    logits, modality_shares = species_logits(parts, strength, signal_scale)
+    target = draw_target(rng, logits, task)
 
     # --- tokens, standardised per token position.
     patch_names = tuple(f"r{r}c{c}" for r in range(grid) for c in range(grid))
     tokens = {
         "env": _standardise(env, (0,))[:, :, None],
         "climate": _standardise(climate, (0,)),
-        "satellite": pixels / pixels.std(),
+        "satellite": pixels,
     }
     specs = [
         ModalitySpec("env", "tabular", n_env, (1,), tuple(f"env{k:02d}" for k in range(n_env))),
@@ -222,9 +302,8 @@ def make_dataset(
         specs.append(ModalitySpec("coords", "coords", 1, (2,), ("xy",)))
 
     _apply_missing(rng, tokens, missing or {}, token_missing or {})
-    shares = np.array([strength[m] ** 2 for m in parts])
     truth = {
-        "modality_importance": dict(zip(parts, (shares / shares.sum()).tolist())),
+        "modality_importance": modality_shares,
         "token_importance": {
             "env": _token_shares(env_coef).tolist(),
             "climate": _token_shares(clim_coef).reshape(n_months, n_vars).sum(1).tolist(),
