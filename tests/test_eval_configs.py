@@ -148,3 +148,17 @@ def test_compare_with_groups_summarises_by_group(tmp_path):
     md = (tmp_path / "summary.md").read_text()
     assert "avg_paper_configs" in md and "the 2 named input configurations" in md
     assert "of 2 runs reached the epoch cap" in md
+
+
+@pytest.mark.parametrize("name, n_configs", [("demo", 12), ("synthetic_geoplant", 12), ("synthetic_taxabench", 10),
+                                             ("synthetic_satbird", 5)])
+def test_packaged_synthetic_configs_resolve_on_their_data(name, n_configs):
+    from miam.cli.common import packaged_config
+    from miam.config import load_config
+    from miam.data.registry import build_dataset
+
+    cfg = load_config(packaged_config(f"{name}.yaml"))
+    ds = build_dataset(cfg.data.name, **{**cfg.data.params, "n_sites": 200})
+    configs = resolve_configs(ds.specs, cfg.evaluation.configs, cfg.data.groups)
+    assert len(configs) == n_configs and configs[-1].name == "all"
+    assert configs[-1].n_visible == sum(s.n_tokens for s in ds.specs)
