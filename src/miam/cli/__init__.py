@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from miam.errors import MiamError
 
 #: verb modules, in the order ``miam --help`` lists them
-VERBS = ("demo", "train", "evaluate", "explain", "predict", "map", "prepare", "compare")
+VERBS = ("demo", "train", "evaluate", "explain", "predict", "map", "prepare", "compare", "cv")
 
 
 def build_parser() -> argparse.ArgumentParser:

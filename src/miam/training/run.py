@@ -16,13 +16,14 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 
-from miam.config import RunConfig, save_config
+from miam.config import RunConfig, resolve_auto, save_config
 from miam.data.dataset import MultimodalDataset
 from miam.data.registry import build_dataset
 from miam.errors import ConfigError
 from miam.explain.subsets import SubsetEvaluator, all_subsets, summarize_subsets
 from miam.training.data import MultimodalDataModule
 from miam.training.feedback import ImbalanceFeedback
+from miam.training.inputs import choose_inputs, describe_inputs, store_inputs
 from miam.training.module import MiamModule
 
 
@@ -37,6 +38,8 @@ class TrainResult:
     last_checkpoint: str
     seconds: float
     epochs: int
+    #: the inputs the validation says to trust (:func:`miam.training.inputs.choose_inputs`), also in the checkpoint
+    inputs: dict[str, Any] | None = None
 
     def trajectory(self) -> pd.DataFrame:
         """Per epoch and modality: score, rho_s, rho_d, w."""
@@ -123,10 +126,15 @@ def train(cfg: RunConfig, dataset: MultimodalDataset | None = None, resume: bool
           extra_callbacks: list | None = None) -> TrainResult:
     """Train as ``cfg`` says; with ``resume``, continue from ``out_dir/checkpoints/last.ckpt``.
 
-    Returns the best checkpoint's model (selected on validation only).
+    ``auto`` settings (model size, patience) are chosen from the training split and printed.
+    Returns the best checkpoint's model (selected on validation only); the modality subset it
+    scores best with on validation is stored in that checkpoint and printed.
     """
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     dataset = dataset if dataset is not None else build_dataset(cfg.data.name, **cfg.data.params)
+    cfg, chosen = resolve_auto(cfg, len(dataset.split("train")), sum(s.n_tokens for s in dataset.specs))
+    if chosen:
+        print(chosen, flush=True)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
@@ -144,7 +152,14 @@ def train(cfg: RunConfig, dataset: MultimodalDataset | None = None, resume: bool
     best_module = MiamModule.load_from_checkpoint(best, map_location="cpu") if best and Path(best).is_file() else module
     # The best checkpoint was saved at its own epoch; keep the full trajectory of the run.
     best_module.trajectory_ = list(module.trajectory_)
-    return TrainResult(best_module, dataset, out, best, str(last), seconds, trainer.current_epoch)
+    inputs = None
+    if best and Path(best).is_file():
+        inputs = choose_inputs(best_module.model, best_module.task, cfg.data.groups, dataset.split("val"),
+                               cfg.data.eval_batch_size)
+        if trainer.is_global_zero:
+            store_inputs(best, inputs)
+            print(describe_inputs(inputs), flush=True)
+    return TrainResult(best_module, dataset, out, best, str(last), seconds, trainer.current_epoch, inputs)
 
 
 def test_subsets(result: TrainResult, batch_size: int = 512) -> pd.DataFrame:
