@@ -38,8 +38,9 @@ from miam.data.dataset import MultimodalDataset, spatial_block_split
 from miam.data.registry import build_dataset
 from miam.errors import ConfigError, InvalidParameterError, check_choice
 from miam.explain.subsets import SubsetEvaluator, all_subsets, subset_label
-from miam.training.inputs import BEST, species_auroc, subsets_for
-from miam.training.run import train
+from miam.training.inputs import BEST, chosen_checkpoint, species_auroc, subsets_for
+from miam.training.module import MiamModule
+from miam.training.run import TrainResult, train
 
 #: how sites are assigned to folds
 FOLD_METHODS = ("spatial", "random", "column")
@@ -189,19 +190,28 @@ def score_rows(fold: int, probs: dict[str, np.ndarray], target: np.ndarray,
     return rows
 
 
-def miam_probs(module: Any, groups: Any, data: Any, choice: dict[str, Any], batch_size: int = 512
-               ) -> dict[str, np.ndarray]:
-    """Probabilities of a trained model on ``data``, keyed ``"miam|<input>"``: the full input, every
-    modality subset, and the subsets of ``choice`` (:func:`~miam.training.inputs.choose_inputs`):
-    ``best`` and ``best-per-species``."""
+def subset_probs(module: Any, groups: Any, data: Any, batch_size: int = 512) -> dict[str, np.ndarray]:
+    """Probabilities of a trained model on ``data`` under every non-empty modality subset, by subset label."""
     evaluator = SubsetEvaluator(module.model.cpu(), module.task, groups, batch_size=batch_size)
     subsets = all_subsets(evaluator.names)
     logits, _ = evaluator.predict(data, evaluator.masks(subsets))
-    probs = dict(zip(map(subset_label, subsets), torch.sigmoid(logits).double().numpy()))
-    full = subset_label(evaluator.names)
+    return dict(zip(map(subset_label, subsets), torch.sigmoid(logits).double().numpy()))
+
+
+def miam_probs(result: TrainResult, groups: Any, data: Any, batch_size: int = 512) -> dict[str, np.ndarray]:
+    """Probabilities of a trained run on ``data``, keyed ``"miam|<input>"``: the full input and every
+    modality subset, and the inputs chosen on validation (``best``, ``best-per-species``) with the
+    weights of the checkpoint they were chosen with (``result.inputs``)."""
+    probs = subset_probs(result.module, groups, data, batch_size)
+    full = subset_label(result.module.group_names)
     out = {f"miam|{'full' if label == full else label}": p for label, p in probs.items()}
+    choice = result.inputs
+    path = chosen_checkpoint(result.best_checkpoint, choice)
+    if path.name != Path(result.best_checkpoint).name:
+        probs = subset_probs(MiamModule.load_from_checkpoint(str(path), map_location="cpu"), groups, data,
+                             batch_size)
     for mode in BEST:
-        chosen = subsets_for(choice, mode, module.task.output_names)
+        chosen = subsets_for(choice, mode, result.module.task.output_names)
         out[f"miam|{mode}"] = np.stack([probs[subset_label(s)][:, j] for j, s in enumerate(chosen)], axis=1)
     return out
 
@@ -361,8 +371,7 @@ def _train_fold(cfg: RunConfig, ds: MultimodalDataset, splits: dict[str, np.ndar
     result = train(cfg.replace(out_dir=str(fold_dir)), dataset=fold_ds, resume=True,
                    extra_callbacks=extra_callbacks(fold) if extra_callbacks else None)
     np.savez(fold_dir / "splits.npz", **result.dataset.splits)
-    return miam_probs(result.module, cfg.data.groups, result.dataset.split("test"), result.inputs,
-                      cfg.data.eval_batch_size)
+    return miam_probs(result, cfg.data.groups, result.dataset.split("test"), cfg.data.eval_batch_size)
 
 
 def plot_cv(summary: pd.DataFrame, scores: pd.DataFrame, path: Path, title: str) -> None:

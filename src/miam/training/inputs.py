@@ -3,7 +3,8 @@
 A model trained with masking can be scored on any subset of its inputs. After training,
 :func:`choose_inputs` scores every non-empty modality subset on the validation split and
 keeps the best one overall and, for multilabel tasks, the best one per species. The
-choice is stored in the best checkpoint under :data:`INPUTS_KEY` (a plain dict, so the
+choice names the checkpoint whose weights it was made with (the best, or the last: see
+:func:`choose_checkpoint_inputs`) and is stored in the best checkpoint under :data:`INPUTS_KEY` (a plain dict, so the
 model still loads with ``MiamModule.load_from_checkpoint``), where ``miam predict
 --modalities best`` and ``miam cv --modalities best`` read it.
 """
@@ -61,7 +62,7 @@ def choose_inputs(model: torch.nn.Module, task: Any, groups: Any, data: Any, bat
 
     Returns:
         ``{"metric", "n", "names", "subset", "dropped", "scores": {subset label: score},
-        "per_species": {species: subset} (multilabel tasks, else None)}``.
+        "per_species": {species: subset} (multilabel tasks, else None), "checkpoint": None}``.
     """
     evaluator = SubsetEvaluator(model, task, groups, batch_size=batch_size)
     subsets = all_subsets(evaluator.names)
@@ -77,7 +78,30 @@ def choose_inputs(model: torch.nn.Module, task: Any, groups: Any, data: Any, bat
         per_species = {name: list(subsets[i]) for name, i in zip(task.output_names, pick.tolist())}
     return {"metric": METRIC_NAMES[task.kind], "n": int(len(target)), "names": list(evaluator.names),
             "subset": list(subsets[best]), "dropped": [m for m in evaluator.names if m not in subsets[best]],
-            "scores": {subset_label(s): float(v) for s, v in zip(subsets, scores)}, "per_species": per_species}
+            "scores": {subset_label(s): float(v) for s, v in zip(subsets, scores)}, "per_species": per_species,
+            "checkpoint": None}
+
+
+def choose_checkpoint_inputs(modules: dict[str, Any], groups: Any, data: Any, batch_size: int = 512
+                             ) -> dict[str, Any]:
+    """:func:`choose_inputs` for each of a run's checkpoints ``{file name: module}`` (the best on the
+    selection score first); keeps the checkpoint whose best subset scores highest, in ``"checkpoint"``.
+
+    The selection score averages every modality alone and the full input, so a modality that
+    hurts on validation drags it down and can select an early, undertrained epoch; the
+    run's last checkpoint may then serve the trusted inputs better. Ties keep the first.
+    """
+    best = None
+    for name, module in modules.items():
+        choice = choose_inputs(module.model, module.task, groups, data, batch_size)
+        choice["checkpoint"] = name
+        if best is None or _best_score(choice) > _best_score(best):
+            best = choice
+    return best
+
+
+def _best_score(choice: dict[str, Any]) -> float:
+    return choice["scores"][subset_label(choice["subset"])]
 
 
 def store_inputs(checkpoint: str | Path, choice: dict[str, Any]) -> None:
@@ -96,15 +120,20 @@ def load_inputs(checkpoint: str | Path) -> dict[str, Any]:
     return state[INPUTS_KEY]
 
 
+def chosen_checkpoint(checkpoint: str | Path, choice: dict[str, Any]) -> Path:
+    """The checkpoint file whose weights go with ``choice`` (a sibling of ``checkpoint``)."""
+    return Path(checkpoint).parent / choice["checkpoint"]
+
+
 def describe_inputs(choice: dict[str, Any]) -> str:
     """One line: what the choice keeps, what it drops and why (the validation scores)."""
     full, kept = subset_label(choice["names"]), subset_label(choice["subset"])
     scores, metric = choice["scores"], choice["metric"]
+    where = f"best inputs on validation ({choice['n']} sites, weights of {choice['checkpoint']})"
     if not choice["dropped"]:
-        return (f"best inputs on validation ({choice['n']} sites): all modalities ({metric} {scores[full]:.4f}); "
-                f"nothing dropped")
-    return (f"best inputs on validation ({choice['n']} sites): {kept} ({metric} {scores[kept]:.4f} vs "
-            f"{scores[full]:.4f} with all modalities); dropped {', '.join(choice['dropped'])}")
+        return f"{where}: all modalities ({metric} {scores[full]:.4f}); nothing dropped"
+    return (f"{where}: {kept} ({metric} {scores[kept]:.4f} vs {scores[full]:.4f} with all modalities); "
+            f"dropped {', '.join(choice['dropped'])}")
 
 
 def subsets_for(choice: dict[str, Any], mode: str, output_names: Sequence[str]) -> list[list[str]]:

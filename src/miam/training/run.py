@@ -23,7 +23,7 @@ from miam.errors import ConfigError
 from miam.explain.subsets import SubsetEvaluator, all_subsets, summarize_subsets
 from miam.training.data import MultimodalDataModule
 from miam.training.feedback import ImbalanceFeedback
-from miam.training.inputs import choose_inputs, describe_inputs, store_inputs
+from miam.training.inputs import choose_checkpoint_inputs, describe_inputs, store_inputs
 from miam.training.module import MiamModule
 
 
@@ -154,8 +154,10 @@ def train(cfg: RunConfig, dataset: MultimodalDataset | None = None, resume: bool
     best_module.trajectory_ = list(module.trajectory_)
     inputs = None
     if best and Path(best).is_file():
-        inputs = choose_inputs(best_module.model, best_module.task, cfg.data.groups, dataset.split("val"),
-                               cfg.data.eval_batch_size)
+        candidates = {Path(best).name: best_module}
+        if last.is_file() and last.resolve() != Path(best).resolve():
+            candidates[last.name] = MiamModule.load_from_checkpoint(str(last), map_location="cpu")
+        inputs = choose_checkpoint_inputs(candidates, cfg.data.groups, dataset.split("val"), cfg.data.eval_batch_size)
         if trainer.is_global_zero:
             store_inputs(best, inputs)
             print(describe_inputs(inputs), flush=True)
