@@ -86,7 +86,7 @@ def assign_folds(n_sites: int, n_folds: int, method: str = "spatial", coords: np
         folds = np.empty(n_sites, dtype=np.int64)
         for i, name in enumerate(names):
             folds[parts[name]] = i
-    counts = np.bincount(folds, minlength=int(folds.max()) + 1)
+    counts = np.bincount(folds, minlength=int(folds.max()) + 1 if method == "column" else n_folds)
     if len(counts) < 2 or (counts == 0).any():
         hint = f"use smaller blocks (block size {block_size})" if method == "spatial" else "use fewer folds"
         raise InvalidParameterError(f"The {method} folds leave {int((counts == 0).sum())} of {len(counts)} folds "
