@@ -3,10 +3,16 @@ score of the model trained without it is recovered."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+import yaml
 
+from data import files as fixture
+from miam.cli import main
 from miam.config import from_dict
 from miam.data.dataset import MultimodalDataset
 from miam.data.spec import ModalitySpec
@@ -14,8 +20,10 @@ from miam.data.synthetic import make_dataset
 from miam.errors import ConfigError
 from miam.explain.subsets import SubsetEvaluator
 from miam.training import MiamModule
-from miam.training.inputs import chosen_checkpoint, describe_inputs, load_inputs, species_auroc, subsets_for
+from miam.training.inputs import (chosen_checkpoint, describe_inputs, load_inputs, species_auroc, store_inputs,
+                                 subsets_for)
 from miam.training.run import train
+from test_predict import PARAMS
 
 
 def with_flipped_proxy(ds: MultimodalDataset, strength: float = 1.5, seed: int = 0) -> MultimodalDataset:
@@ -93,3 +101,28 @@ def test_species_auroc_leaves_out_species_without_both_classes():
     p = torch.tensor([[0.9, 0.1, 0.2], [0.1, 0.2, 0.3], [0.4, 0.3, 0.4], [0.5, 0.4, 0.5]])
     out = species_auroc(p, y)
     assert out[0] == pytest.approx(0.75) and np.isnan(out[1:]).all()
+
+
+def test_predict_with_the_best_inputs_uses_and_reports_them(tmp_path, capsys):
+    fixture.write(tmp_path)
+    cfg = {"data": {"name": "files", "params": {"root": str(tmp_path), **PARAMS}, "batch_size": 16,
+                    "groups": {"site": ["site", "site_cat"], "climate": ["climate"], "patch": ["patch"],
+                               "photos": ["photos"]}},
+           "model": {"d_model": 16, "depth": 1, "heads": 2, "n_frequencies": 8},
+           "trainer": {"max_epochs": 2, "progress_bar": False, "accelerator": "cpu"},
+           "out_dir": str(tmp_path / "run")}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["train", "--config", str(tmp_path / "cfg.yaml")]) == 0
+        ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
+        choice = load_inputs(ckpt)
+        assert "best inputs on validation" in capsys.readouterr().out
+        # a known choice, so that the test tells which inputs the prediction used
+        store_inputs(ckpt, {**choice, "subset": ["climate"], "dropped": ["site", "patch", "photos"]})
+        assert main(["predict", "--checkpoint", str(ckpt), "--sites", str(tmp_path / "sites.csv"),
+                     "--modalities", "best", "--out", str(tmp_path / "best.csv")]) == 0
+    text = capsys.readouterr().out
+    assert f"weights of {choice['checkpoint']}): climate (" in text and "dropped site, patch, photos" in text
+    table = pd.read_csv(tmp_path / "best.csv")
+    assert set(table["modalities"]) == {"climate", "none"}
