@@ -315,7 +315,7 @@ def cross_validate(cfg: RunConfig, n_folds: int = 5, method: str = "spatial", bl
     folds = assign_folds(len(ds), n_folds, method, coords, size, labels, cfg.trainer.seed)
     k = int(folds.max()) + 1
     species = list(ds.task.output_names)
-    flat = flatten_tokens(ds) if baselines else None
+    x, categorical, _ = flatten_tokens(ds) if baselines else (None, None, None)
     rows, oof = [], {}
     for f in range(k):
         splits = fold_splits(folds, f, val_fraction, None if method == "random" else coords, size, cfg.trainer.seed)
@@ -326,7 +326,6 @@ def cross_validate(cfg: RunConfig, n_folds: int = 5, method: str = "spatial", bl
         probs = _cached(fold_dir / "miam_probs.npz", lambda: _train_fold(cfg, ds, splits, f, fold_dir,
                                                                           extra_callbacks), log)
         if baselines:
-            x, categorical, _ = flatten_tokens(ds)
             probs |= _cached(fold_dir / "baselines_probs.npz", lambda: fit_baselines(
                 x, categorical, ds.target, np.concatenate([splits["train"], splits["val"]]), splits["test"],
                 cfg.trainer.seed), log)
