@@ -9,9 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
-from data import files as fixture
 from miam.cli import main
 from miam.config import from_dict
 from miam.data.dataset import MultimodalDataset
@@ -23,7 +21,7 @@ from miam.training import MiamModule
 from miam.training.inputs import (chosen_checkpoint, describe_inputs, load_inputs, species_auroc, store_inputs,
                                  subsets_for)
 from miam.training.run import train
-from test_predict import PARAMS
+from test_predict import run  # noqa: F401  (the fixture: files and a model trained by `miam train`)
 
 
 def with_flipped_proxy(ds: MultimodalDataset, strength: float = 1.5, seed: int = 0) -> MultimodalDataset:
@@ -103,24 +101,14 @@ def test_species_auroc_leaves_out_species_without_both_classes():
     assert out[0] == pytest.approx(0.75) and np.isnan(out[1:]).all()
 
 
-def test_predict_with_the_best_inputs_uses_and_reports_them(tmp_path, capsys):
-    fixture.write(tmp_path)
-    cfg = {"data": {"name": "files", "params": {"root": str(tmp_path), **PARAMS}, "batch_size": 16,
-                    "groups": {"site": ["site", "site_cat"], "climate": ["climate"], "patch": ["patch"],
-                               "photos": ["photos"]}},
-           "model": {"d_model": 16, "depth": 1, "heads": 2, "n_frequencies": 8},
-           "trainer": {"max_epochs": 2, "progress_bar": False, "accelerator": "cpu"},
-           "out_dir": str(tmp_path / "run")}
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+def test_predict_with_the_best_inputs_uses_and_reports_them(run, tmp_path, capsys):
+    root, ckpt = run               # test_predict's files and tiny model, trained by `miam train` for this module
+    choice = load_inputs(ckpt)
+    # a known choice, so that the test tells which inputs the prediction used
+    store_inputs(ckpt, {**choice, "subset": ["climate"], "dropped": ["site", "patch", "photos"]})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert main(["train", "--config", str(tmp_path / "cfg.yaml")]) == 0
-        ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
-        choice = load_inputs(ckpt)
-        assert "best inputs on validation" in capsys.readouterr().out
-        # a known choice, so that the test tells which inputs the prediction used
-        store_inputs(ckpt, {**choice, "subset": ["climate"], "dropped": ["site", "patch", "photos"]})
-        assert main(["predict", "--checkpoint", str(ckpt), "--sites", str(tmp_path / "sites.csv"),
+        assert main(["predict", "--checkpoint", str(ckpt), "--sites", str(root / "sites.csv"),
                      "--modalities", "best", "--out", str(tmp_path / "best.csv")]) == 0
     text = capsys.readouterr().out
     assert f"weights of {choice['checkpoint']}): climate (" in text and "dropped site, patch, photos" in text
