@@ -10,11 +10,14 @@ import pandas as pd
 import pytest
 import yaml
 
+from data import files as fixture
 from miam.cli import main
 from miam.config import from_dict
 from miam.data.synthetic import make_dataset
 from miam.errors import ConfigError, InvalidParameterError
-from miam.training.cv import assign_folds, cross_validate, fold_splits
+from miam.data.files import load_files
+from miam.training.cv import assign_folds, cross_validate, fold_labels, fold_splits
+from test_predict import PARAMS
 
 CFG = {"data": {"name": "synthetic", "batch_size": 64,
                 "params": {"n_sites": 360, "n_species": 5, "image_size": 8, "n_sat_informative": 2, "block_km": 10.0}},
@@ -148,3 +151,17 @@ def test_fold_errors_name_the_problem(tmp_path):
     multiclass = make_dataset(n_sites=100, task="multiclass")
     with pytest.raises(ConfigError, match="multilabel task.*'multiclass'"):
         cross_validate(cfg, dataset=multiclass)
+
+
+def test_fold_column_of_a_files_dataset(tmp_path):
+    fixture.write(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = load_files(root=str(tmp_path), **PARAMS)
+    sites = pd.read_csv(tmp_path / "sites.csv").set_index("site_id")
+    labels = fold_labels(ds, "split")
+    assert labels.tolist() == sites.loc[ds.info["site_ids"], "split"].tolist()
+    folds = assign_folds(len(ds), 0, "column", labels=labels)
+    assert len(set(folds.tolist())) == 3 and all(len(set(labels[folds == f])) == 1 for f in range(3))
+    with pytest.raises(ConfigError, match=r"sites\.csv: no fold column 'region'; columns are \['site_id'"):
+        fold_labels(ds, "region")

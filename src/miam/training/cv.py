@@ -13,8 +13,8 @@ training folds and the same inputs flattened to columns.
 Input statistics (standardisation, category levels of a ``files`` dataset) are those of
 the dataset as built, learned without labels on its configured training split.
 
-Files written under ``out_dir``: ``fold<i>/`` (each run, ``splits.npz``, the fold's
-scores and test probabilities), ``cv_oof_<model>.csv`` (one row per site: id, fold, a
+Files written under ``out_dir``: ``fold<i>/`` (each run, the ``splits.npz`` it used, its
+test-fold probabilities ``miam_probs.npz`` and ``baselines_probs.npz``), ``cv_oof_<model>.csv`` (one row per site: id, fold, a
 probability and the truth per species), ``cv_folds.csv`` (one row per model, input and
 fold: the macro score and each species' AUROC), ``cv_summary.csv`` (mean and sd over
 folds) and ``cv_scores.png``.
