@@ -69,6 +69,9 @@ def test_no_test_fold_site_trains_or_validates_in_its_own_fold(cv):
         saved = np.load(result.out_dir / f"fold{fold}" / "splits.npz")
         assert set(ids[saved["test"]].tolist()) == test
         assert set(ids[saved["train"]].tolist()) == ids_seen.train and set(ids[saved["val"]].tolist()) == ids_seen.val
+        # the fold's run resolved its `auto` patience from its own training sites (2 steps an epoch: 30)
+        run_cfg = yaml.safe_load((result.out_dir / f"fold{fold}" / "config.yaml").read_text())
+        assert run_cfg["trainer"]["patience"] == 30 and run_cfg["model"]["d_model"] == 16
 
 
 def test_oof_predictions_cover_every_site_exactly_once(cv):
