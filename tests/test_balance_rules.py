@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,7 +10,9 @@ import torch.nn.functional as F
 from miam.balance import get_method, list_methods
 from miam.balance.methods import StepContext, method_class
 from miam.balance.methods.amss import amss_keep_fractions, channel_mask, label_entropy
-from miam.balance.methods.cggm import cggm_coefficients, cggm_direction_loss
+from miam.balance.methods.arm import (arm_contributions, arm_weights, feature_information,
+                                      normalised_conditional_mutual_information, normalised_mutual_information)
+from miam.balance.methods.cggm import cggm_coefficients, cggm_direction_loss, head_accuracy
 from miam.balance.methods.functional import positive_scores, ratio_to_others, unimodal_scores
 from miam.balance.methods.miles import miles_lr_scales
 from miam.balance.methods.mla import project_gradient, rls_projector_update
@@ -52,6 +55,61 @@ def test_ratio_to_others_reduces_to_the_two_modality_ratio():
     assert ratio_to_others(torch.tensor([0.9, 0.3])).tolist() == pytest.approx([3.0, 1 / 3])
     s = torch.tensor([0.8, 0.4, 0.2, 0.1])
     assert float(ratio_to_others(s)[0]) == pytest.approx((2 + 4 + 8) / 3)
+
+
+class TwoShards:
+    """Two DDP ranks in one process: run a statistic on shard B, recording what it reduces,
+    then on shard A with each reduction adding (or taking the maximum with) B's."""
+
+    def __init__(self):
+        self.seen = {"sum": [], "max": []}
+        self.replay = False
+
+    def reduce(self, kind):
+        def op(t):
+            if not self.replay:
+                self.seen[kind].append(t.detach().clone())
+                return t.detach()
+            other = self.seen[kind].pop(0)
+            return t.detach() + other if kind == "sum" else torch.maximum(t.detach(), other)
+        return op
+
+    def __call__(self, statistic, shard_a, shard_b):
+        statistic(*shard_b, self.reduce("sum"), self.reduce("max"))
+        self.replay = True
+        return statistic(*shard_a, self.reduce("sum"), self.reduce("max"))
+
+
+def test_batch_statistics_reduced_over_shards_equal_the_whole_batchs():
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(3, 40, 4, generator=gen)
+    y = torch.randint(0, 4, (40,), generator=gen)
+    y_ml = (torch.rand(40, 4, generator=gen) < 0.4).float()
+    a, b = slice(0, 15), slice(15, 40)
+    for target, kind in [(y, "multiclass"), (y_ml, "multilabel")]:
+        def scores(z_, t_, reduce_sum, reduce_max, kind=kind):
+            return unimodal_scores(z_, t_, kind, reduce_sum)
+        sharded = TwoShards()(scores, (z[:, a], target[a]), (z[:, b], target[b]))
+        assert sharded.tolist() == pytest.approx(unimodal_scores(z, target, kind).tolist(), abs=1e-6)
+
+        def accuracy(z_, t_, reduce_sum, reduce_max, kind=kind):
+            return head_accuracy(z_, t_, kind, reduce_sum)
+        sharded = TwoShards()(accuracy, (z[:, a], target[a]), (z[:, b], target[b]))
+        assert sharded.tolist() == pytest.approx(head_accuracy(z, target, kind).tolist(), abs=1e-6)
+
+        def entropy(t_, reduce_sum, reduce_max, kind=kind):
+            return label_entropy(t_, kind, 4, reduce_sum)
+        sharded = TwoShards()(entropy, (target[a],), (target[b],))
+        assert float(sharded) == pytest.approx(float(label_entropy(target, kind, 4)), rel=1e-9)
+    features, fused = torch.randn(3, 40, 6, generator=gen), torch.randn(40, 6, generator=gen)
+    # shard B holds each variable's extremes: its recorded counts already use the global bins
+    features[:, a] = features[:, a].clamp(-0.5, 0.5)
+    fused[a] = fused[a].clamp(-0.5, 0.5)
+
+    def information(h, f, reduce_sum, reduce_max):
+        return torch.cat(feature_information(h, f, 30, 2, reduce_sum, reduce_max))
+    sharded = TwoShards()(information, (features[:, a], fused[a]), (features[:, b], fused[b]))
+    assert sharded.tolist() == pytest.approx(torch.cat(feature_information(features, fused, 30, 2)).tolist(), rel=1e-9)
 
 
 # ---------------------------------------------------------------- OGM-GE
@@ -336,11 +394,85 @@ def test_shapley_matrix_is_exact():
     assert normalise_shares(torch.tensor([-0.3, 0.1])).tolist() == [0.5, 0.5]
 
 
+# ---------------------------------------------------------------- ARM
+def _h(*p):
+    return -sum(v * math.log(v) for v in p if v > 0)
+
+
+def test_arm_information_by_hand():
+    # X, Y binary with P(X = Y) = 3/4: H(X) = H(Y) = log 2, H(X, Y) = h(3/8, 3/8, 1/8, 1/8)
+    nmi = normalised_mutual_information(torch.tensor([[3.0, 1.0], [1.0, 3.0]]))
+    assert float(nmi) == pytest.approx(2 * (2 * math.log(2) - _h(3 / 8, 3 / 8, 1 / 8, 1 / 8)) / (2 * math.log(2)))
+    assert float(normalised_mutual_information(torch.ones(3, 4))) == pytest.approx(0.0, abs=1e-12)
+    # Z = 0: Y = X (uniform); Z = 1: X, Y independent, uniform. Counts [x, y, z]
+    t = torch.zeros(2, 2, 2)
+    t[0, 0, 0] = t[1, 1, 0] = 2.0
+    t[:, :, 1] = 1.0
+    # given Z: H(X|Z) = H(Y|Z) = log 2; H(X, Y|Z) = (log 2 + log 4) / 2
+    expected = (2 * math.log(2) - 1.5 * math.log(2)) / (2 * math.log(2))
+    assert float(normalised_conditional_mutual_information(t)) == pytest.approx(expected)
+
+
+def test_arm_feature_information_matches_the_published_histogram_estimate():
+    gen = torch.Generator().manual_seed(0)
+    h = torch.randn(2, 50, 6, generator=gen, dtype=torch.float64)
+    fused = h[0] + 0.5 * torch.randn(50, 6, generator=gen, dtype=torch.float64)
+    nmi, ncmi = feature_information(h, fused, mi_bins=30, cmi_bins=2)
+    # the published estimate: numpy's 2-D histogram over the flattened (sample, channel) pairs
+    for m in range(2):
+        joint = np.histogram2d(h[m].flatten().numpy(), fused.flatten().numpy(), bins=30)[0]
+        p = joint / joint.sum()
+        px, py = p.sum(axis=1), p.sum(axis=0)
+        mi = sum(p[i, j] * math.log(p[i, j] / (px[i] * py[j])) for i in range(30) for j in range(30) if p[i, j] > 0)
+        assert float(nmi[m]) == pytest.approx(2 * mi / (_h(*px) + _h(*py)), rel=1e-9)
+    assert float(nmi[0]) > float(nmi[1])
+    # NCMI(h_0; f | h_1) from a 2-bin histogram, the conditional entropies as H(A, Z) - H(Z)
+    joint = np.histogramdd(torch.stack([h[0].flatten(), fused.flatten(), h[1].flatten()], dim=1).numpy(), bins=2)[0]
+    p = joint / joint.sum()
+    hz = _h(*p.sum(axis=(0, 1)).ravel())
+    hx_z, hy_z, hxy_z = _h(*p.sum(axis=1).ravel()) - hz, _h(*p.sum(axis=0).ravel()) - hz, _h(*p.ravel()) - hz
+    assert float(ncmi[0]) == pytest.approx((hx_z + hy_z - hxy_z) / (hx_z + hy_z), rel=1e-9)
+
+
+def test_arm_weights_by_hand():
+    # M = 2: c_a = p_fused nmi_a + p_v (nmi_a - ncmi_a); the weights are c_other / c_self
+    c = arm_contributions(torch.tensor(0.5), torch.tensor([0.8, 0.4]), torch.tensor([0.6, 0.2]),
+                          torch.tensor([0.1, 0.1]))
+    assert c.tolist() == pytest.approx([0.5 * 0.6 + 0.4 * 0.5, 0.5 * 0.2 + 0.8 * 0.1])
+    assert arm_weights(c).tolist() == pytest.approx([0.18 / 0.5, 0.5 / 0.18])
+    # M = 3: mean of the others' probabilities, mean of the others' contributions
+    c3 = arm_contributions(torch.tensor(1.0), torch.tensor([0.9, 0.6, 0.3]), torch.tensor([0.4, 0.2, 0.1]),
+                           torch.tensor([0.2, 0.1, 0.0]))
+    assert c3.tolist() == pytest.approx([0.4 + 0.45 * 0.2, 0.2 + 0.6 * 0.1, 0.1 + 0.75 * 0.1])
+    assert arm_weights(torch.tensor([0.6, 0.3, 0.1])).tolist() == pytest.approx([0.2 / 0.6, 0.35 / 0.3, 0.45 / 0.1])
+    assert arm_weights(torch.tensor([0.6, -0.1])).tolist() == [1.0, 1.0]      # our guard
+
+
+def test_arm_trains_on_weighted_features_and_keeps_its_projection_fixed(ds):
+    model = _model(ds, fusion="concat")
+    method = get_method("arm", model.modalities)
+    projection = method.setup(model)
+    before = projection.weight.clone()
+    batch = ds.__getitems__(list(range(40)))
+    loss = method.training_loss(model, batch, None, lambda z, y: F.binary_cross_entropy_with_logits(z, y.float()),
+                                StepContext())
+    loss.backward()
+    w = torch.tensor([method.stats()[f"w_{m}"] for m in model.modalities])
+    out = model.forward_unimodal(batch)
+    expected = F.binary_cross_entropy_with_logits(
+        model.fuse(model.unimodal_logits(out.features * w.view(-1, 1, 1).float()), out.available), batch.target.float())
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+    assert not torch.allclose(w, torch.ones(3, dtype=w.dtype))
+    assert projection.weight.grad is None and torch.equal(projection.weight, before)
+    assert all(p.grad is not None for p in model.encoders["satellite"].parameters() if p.requires_grad)
+
+
 # ---------------------------------------------------------------- registry and parameters
 def test_every_method_rejects_invalid_parameters():
     bad = {"alpha": -1.0, "start": 1.5, "end": -2, "noise": "yes", "q_base": 1.5, "lam": -0.1, "p_exe": 2.0,
            "warmup": -1, "tau": -0.5, "mu": 0.0, "project": 3, "rho": 0.0, "clip": -1.0, "eps": 0.0,
-           "clamp": 0.0, "omega": -1.0, "temperature": 0.0, "unbiased": None, "radius": -0.05}
+           "clamp": 0.0, "omega": -1.0, "temperature": 0.0, "unbiased": None, "radius": -0.05,
+           "mi_bins": 1, "cmi_bins": 1.5}
     for name in list_methods():
         cls = method_class(name)
         assert set(cls._parameter_constraints) == set(cls._defaults())

@@ -3,8 +3,10 @@
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from miam.balance import list_methods
+from miam.cli import main
 from miam.config import from_dict
 from miam.data.synthetic import make_dataset
 from miam.errors import ConfigError, InvalidParameterError
@@ -73,6 +75,11 @@ def test_trains_with_four_modalities(four, method, tmp_path):
         assert state["previous_accuracy_"].shape == (4,) and state["coefficients_"] is not None
     if method == "miles":
         assert state["lr_scale_"].shape == (4,)
+    if method == "arm":   # the fusion weights moved away from 1, the MI projection stayed fixed
+        metrics = pd.read_csv(next((result.out_dir / "logs").rglob("metrics.csv")))
+        weights = metrics[[f"balance/w_{m}" for m in four.modalities]].dropna()
+        assert len(weights) >= 3 and ((weights - 1).abs() > 1e-3).any(axis=None)
+        assert trained.balance_parts.weight.requires_grad is False
 
 
 def test_learning_rate_groups_reach_the_optimiser(three, tmp_path):
@@ -111,3 +118,16 @@ def test_config_section_and_errors(three, tmp_path):
     # M-SAM needs only forward_subsets: it runs on the token model too
     module = build_module(config(tmp_path, "msam", model={"architecture": "token"}), three)
     assert type(module.model).__name__ == "TokenModel" and not module.automatic_optimization
+
+
+@pytest.mark.parametrize("method", ["arm"])
+def test_a_new_method_has_its_row_in_miam_compare(method, tmp_path, capsys):
+    config = tmp_path / "compare.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"d_model": 8, "depth": 1, "heads": 2, "dropout": 0.0},
+        "data": {"name": "synthetic", "params": {"seed": 0, "n_sites": 160, "n_species": 5}, "batch_size": 32},
+        "trainer": {"max_epochs": 1, "progress_bar": False, "accelerator": "cpu", "limit_train_batches": 2}}))
+    assert main(["compare", "--config", str(config), "--methods", method, "--seeds", "1",
+                 "--out", str(tmp_path / "out")]) == 0
+    assert f"[run 1 of 1] {method} (seed 0)" in capsys.readouterr().out
+    assert f"| {method} | late_fusion |" in (tmp_path / "out" / "summary.md").read_text()

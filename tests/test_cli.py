@@ -44,7 +44,7 @@ def test_packaged_demo_config_loads():
     ({"model": {"widht": 3}}, r"unknown key\(s\) \['widht'\] in section 'model'; valid keys are \['architecture'"),
     ({"masking": {"strategy": "mima"}}, r"Unknown masking strategy 'mima'; valid names are \['constant'"),
     ({"data": {"name": "geoplnt"}}, r"Unknown dataset 'geoplnt'; valid names are"),
-    ({"data": {"groups": {"all": ["env", "sentinel"]}}}, r"unknown modality 'sentinel'; valid names are \['env'"),
+    ({"data": {"groups": {"env": ["env"], "rest": ["climate", "sentinel"]}}}, r"unknown modality 'sentinel'; valid names are \['env'"),
     ({"masking": {"strategy": "miam"}, "data": {"groups": {"all": ["env", "climate", "satellite"]}}},
      r"needs at least 2 modalities, got 1"),
     ({"data": {"params": {"n_sites": 300, "missing": {"landsat": 0.1}}}}, r"unknown modality \['landsat'\]"),

@@ -22,7 +22,8 @@ from test_predict import PARAMS
 CFG = {"data": {"name": "synthetic", "batch_size": 64,
                 "params": {"n_sites": 360, "n_species": 5, "image_size": 8, "n_sat_informative": 2, "block_km": 10.0}},
        "model": {"d_model": 16, "depth": 1, "heads": 2, "n_frequencies": 8},
-       "trainer": {"max_epochs": 2, "progress_bar": False, "accelerator": "cpu"}}
+       "trainer": {"max_epochs": 2, "progress_bar": False, "accelerator": "cpu"},
+       "evaluation": {"configs": [{"name": "env00-01", "tokens": {"env": ["env00", "env01"]}}]}}
 
 
 class SeenIds(L.Callback):
@@ -92,7 +93,7 @@ def test_table_has_a_row_per_model_input_and_fold_and_the_plot(cv):
     folds = pd.read_csv(out / "run" / "cv_folds.csv")
     inputs = set(folds[folds["model"] == "miam"]["input"])
     assert inputs == {"full", "env", "climate", "satellite", "env+climate", "env+satellite", "climate+satellite",
-                      "best", "best-per-species"}
+                      "best", "best-per-species", "config:env00-01"}
     assert set(folds[folds["model"] != "miam"]["input"]) == {"full"}
     assert len(folds) == 3 * (len(inputs) + 2) and not folds.duplicated(["model", "input", "fold"]).any()
     summary = pd.read_csv(out / "run" / "cv_summary.csv").set_index(["model", "input"])

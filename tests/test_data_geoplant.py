@@ -214,3 +214,21 @@ def test_download_ladder_fetches_offline_from_a_local_url(tmp_path, monkeypatch)
     GeoPlantSource(root, download=True)
     assert (root / "GLC24_PA_metadata_train.csv").is_file()
     assert cache_key(GeoPlantSource(root)) != cache_key(GeoPlantSource(root, presences_above=5))
+
+
+def test_packaged_config_lists_the_papers_twelve_configurations(ds):
+    from miam.cli.common import packaged_config
+    from miam.config import load_config
+    from miam.explain.configs import resolve_configs
+
+    cfg = load_config(packaged_config("geoplant.yaml"))
+    configs = resolve_configs(ds.specs, cfg.evaluation.configs, cfg.data.groups)
+    assert [c.name for c in configs] == [
+        "BIO1 only", "BIO1 + WorldClim", "Clim 2018", "Clim 2018 + Clim 2000-2018", "satellite centre patch",
+        "tabular", "time series", "satellite", "tab + ts", "tab + sat", "ts + sat", "all"]
+    names = [n for s in ds.specs for n in s.token_names]
+    visible = {c.name: [n for n, v in zip(names, c.mask.tolist()) if v] for c in configs}
+    assert visible["BIO1 only"] == ["Bio1"]
+    assert visible["BIO1 + WorldClim"] == [f"Bio{i}" for i in range(1, 20)]
+    assert visible["Clim 2018"] == ["2018"] and visible["satellite centre patch"] == ["r3c3", "r3c4", "r4c3", "r4c4"]
+    assert configs[-1].n_visible == len(names) and cfg.evaluation.top_k_f1 == 25

@@ -1,4 +1,5 @@
-"""A real 2-process CPU DDP run (gloo): every rank masks with the same rho."""
+"""Real 2-process CPU DDP runs (gloo): every rank masks with the same rho, and every
+balancing method computes the same coefficients on every rank."""
 
 import json
 import os
@@ -6,13 +7,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
-def test_two_process_ddp_ranks_share_rho(tmp_path):
+from miam.balance import list_methods
+
+
+def _run_worker(out: Path, mode: str) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     worker = Path(__file__).with_name("ddp_worker.py")
-    proc = subprocess.run([sys.executable, str(worker), str(tmp_path)], env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, str(worker), str(out), mode], env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_two_process_ddp_ranks_share_rho(tmp_path):
+    _run_worker(tmp_path, "masking")
     r0 = json.loads((tmp_path / "rank0.json").read_text())
     r1 = json.loads((tmp_path / "rank1.json").read_text())
     assert len(r0) == len(r1) == 3
@@ -24,3 +33,30 @@ def test_two_process_ddp_ranks_share_rho(tmp_path):
     # each rank scored its own half of the validation set
     assert r0[0]["n_val_shard"] + r1[0]["n_val_shard"] == r0[0]["n_val"]
     assert 0 < r0[0]["n_val_shard"] < r0[0]["n_val"]
+
+
+@pytest.fixture(scope="module")
+def balance_runs(tmp_path_factory):
+    """One worker launch trains every balancing method in turn, 2 epochs of 2 batches per rank."""
+    out = tmp_path_factory.mktemp("ddp_balance")
+    _run_worker(out, "balance")
+    return out
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_two_process_ddp_balancing_method_ranks_agree(balance_runs, method):
+    r0, r1 = (json.loads((balance_runs / f"{method}_rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["n_batches"] == 2 and len(r0["steps"]) == len(r1["steps"]) == 4
+    for a, b in zip(r0["steps"], r1["steps"]):
+        assert a["step"] == b["step"]
+        assert a["stats"] == b["stats"]   # the same coefficients, bit for bit, at every step
+        assert a["state"] == b["state"]   # the same learned state (projector, accuracies, lr scales)
+    assert any(s["stats"] for s in r0["steps"])
+    assert r0["params"] == r1["params"]   # identical weights at the end
+
+
+def test_ddp_asks_for_unused_parameter_search_where_a_backward_is_partial(balance_runs):
+    for rank in (0, 1):
+        message = (balance_runs / f"mla_refused_rank{rank}.txt").read_text()
+        assert "'mla' back-propagates through part of the model" in message
+        assert "trainer.strategy: ddp_find_unused_parameters_true" in message

@@ -101,7 +101,7 @@ def test_occurrence_table_and_min_presences(root):
     assert ds.task.output_names == ("Abies", "Quercus")           # Fagus (1 site) and Rarus dropped
     assert ds.target[0].tolist() == [0, 1] and ds.target[3].tolist() == [0, 1]
     assert ds.target[10:30, 0].all() and ds.target[:, 0].sum() == 20
-    assert any("2 species with fewer than 2 presence(s) dropped" in n for n in ds.info["report"]["notes"])
+    assert any("2 species with fewer than 2 presence(s) dropped:" in n for n in ds.info["report"]["notes"])
 
 
 def test_label_column_is_a_multiclass_task(root):

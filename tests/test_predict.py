@@ -61,7 +61,7 @@ def test_predict_sites_csv_probabilities_and_modalities(run, capsys):
         assert main(["predict", "--checkpoint", str(ckpt), "--sites", str(root / "sites.csv")]) == 0
     assert "80 sites ->" in capsys.readouterr().out
     table = pd.read_csv(root / "run" / "predictions" / "sites.csv")
-    assert list(table.columns[:6]) == ["site_id", "x", "y", "sp_a", "sp_b", "sp_c"]
+    assert list(table.columns[:6]) == ["site_id", "lon", "lat", "sp_a", "sp_b", "sp_c"]   # the table's own names
     probs = table[["sp_a", "sp_b", "sp_c"]].to_numpy()
     assert ((probs > 0) & (probs < 1)).all()
     # site 1 lies outside both rasters: no climate, no patch; sites 5 and 6 have no photo
@@ -88,6 +88,25 @@ def test_predict_sites_with_chosen_modalities_and_unseen_level(run, predictor, t
     assert not np.allclose(only[["sp_a"]].to_numpy(), full[["sp_a"]].to_numpy())
     with pytest.raises(InvalidParameterError, match=r"Unknown modality \['soil'\]; valid names are \['climate', "):
         predictor.predict_sites(tmp_path / "new.csv", modalities=["soil"])
+
+
+def test_a_site_with_no_data_at_all_is_flagged(run, predictor, tmp_path, capsys):
+    """Before (issue 14): a site outside every raster, with no table values or photo, was NaN in every species
+    column with only a count in the log."""
+    root, ckpt = run
+    sites = pd.read_csv(root / "sites.csv").head(8)
+    sites.loc[[1, 5], ["habitat", "ph"]] = np.nan      # site 1 lies outside both rasters; site 5 has no photo
+    sites.loc[5, ["lon", "lat"]] = [3.5, 45.5]
+    sites.to_csv(tmp_path / "new.csv", index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["predict", "--checkpoint", str(ckpt), "--sites", str(tmp_path / "new.csv"),
+                     "--out", str(tmp_path / "p.csv")]) == 0
+    assert ("1 site(s) had no data in any modality (outside every raster, no table row or image): flagged "
+            "no_data") in capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert table["no_data"].tolist() == [False] * 5 + [True] + [False] * 2
+    assert table.loc[5, ["sp_a", "sp_b", "sp_c"]].isna().all() and table.loc[1, ["sp_a"]].notna().all()
 
 
 def test_large_tokens_are_read_in_smaller_chunks(run, predictor, monkeypatch):
@@ -192,16 +211,29 @@ def test_future_rasters_replace_the_training_ones(run, predictor, tmp_path):
         predictor.data.encode(Sites(None, np.array([2.5]), np.array([45.5]), "EPSG:4326"), {"clim": "x.tif"})
 
 
-def test_map_png_with_presences(run, capsys):
+def test_map_png_with_presences_marked_by_split(run, capsys, monkeypatch):
+    """Before (issue 14): every presence was labelled "presences (training)", validation and test included."""
+    import matplotlib.figure
+
     root, ckpt = run
+    legends = []
+    save = matplotlib.figure.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        legends.append([t.get_text() for t in fig.axes[0].get_legend().get_texts()])
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert main(["predict", "--checkpoint", str(ckpt), "--grid", "climate", "--no-progress"]) == 0
         assert main(["map", str(root / "run" / "predictions" / "grid.tif"), "--species", "sp_a",
                      "--config", str(root / "run" / "config.yaml")]) == 0
     out = capsys.readouterr().out
-    n = int((pd.read_csv(root / "sites.csv")["sp_a"] > 0).sum())
-    assert f"with {n} training presence(s)" in out
+    sites = pd.read_csv(root / "sites.csv")
+    n = (sites["sp_a"] > 0).groupby(sites["split"]).sum()
+    assert f"with presences: {n['train']} training, {n['val']} validation, {n['test']} test" in out
+    assert legends == [["presences (training)", "presences (validation)", "presences (test)"]]
     png = root / "run" / "predictions" / "grid_sp_a.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["map", str(root / "run" / "predictions" / "grid.tif"), "--species", "sp_q"]) == 2

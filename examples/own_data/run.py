@@ -61,7 +61,7 @@ def run(out: Path, epochs: int, sites: int, species: str) -> None:
     best = str(run_dir / "checkpoints" / "best.ckpt")
     pred = run_dir / "predictions"
 
-    miam("train", "--config", str(config))
+    miam("train", "--config", str(config), "--overwrite")          # a rerun replaces the previous run
     if "explain" in VERBS:
         miam("explain", "--checkpoint", best, "--max-permutations", "32", "--n-boot", "50")
     miam("predict", "--checkpoint", best, "--sites", str(data / "surveys.csv"), "--out", str(pred / "plots.csv"))

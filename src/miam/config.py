@@ -17,6 +17,7 @@ Unknown sections or keys are errors that list the valid ones.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -26,6 +27,8 @@ from typing import Any
 import yaml
 
 from miam.errors import ConfigError
+
+logger = logging.getLogger("miam.config")
 
 
 @dataclass
@@ -76,8 +79,15 @@ class MaskingConfig:
     eps: float = 1e-3
     window: int = 1
     clamp: list[float] | None = None
-    #: subtracted from each unimodal score before rho_s (0.5 = AUROC's chance level; ours, 0 = the paper)
-    score_baseline: float = 0.0
+    #: subtracted from each unimodal score before rho_s: a number, or ``chance`` (the metric's:
+    #: AUROC 0.5, top-1 1/C); ours, 0 = the paper
+    score_baseline: float | str = 0.0
+    #: how rho_d reads a score's speed: ``diff`` (mean |one-epoch change| over ``window``, the paper)
+    #: or ``slope`` (|least-squares slope| over ``window`` + 1 epochs); ours
+    derivative: str = "diff"
+    #: z > 0: a score change within z standard errors of the validation score's own noise counts as
+    #: that noise (d_m floored); 0 = the paper; ours
+    noise_floor: float = 0.0
 
 
 @dataclass
@@ -117,6 +127,18 @@ class BalanceConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    #: named input configurations (the paper's partial inputs), each
+    #: ``{name: str, tokens: {modality or group: "all" | [token names or fnmatch globs]}}``; modalities
+    #: not listed are hidden. Their plain mean is ``avg_paper_configs``
+    #: (:func:`miam.explain.configs.resolve_configs`)
+    configs: list[dict[str, Any]] = field(default_factory=list)
+    #: multilabel only: also report the samples-averaged F1 of each sample's top-k predicted species
+    #: (GeoLifeCLEF 2024's score; GeoPlant's baselines use k = 25)
+    top_k_f1: int | None = None
+
+
+@dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -124,6 +146,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     balance: BalanceConfig = field(default_factory=BalanceConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     #: output folder: checkpoints, logs, reports
     out_dir: str = "miam_runs/run"
 
@@ -185,7 +208,8 @@ def resolve_auto(cfg: RunConfig, n_train: int, n_tokens: int) -> tuple[RunConfig
 
 _SECTIONS = {f.name: f.type for f in fields(RunConfig)}
 _SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "masking": MaskingConfig,
-                    "optim": OptimConfig, "trainer": TrainerConfig, "balance": BalanceConfig}
+                    "optim": OptimConfig, "trainer": TrainerConfig, "balance": BalanceConfig,
+                    "evaluation": EvaluationConfig}
 
 
 def from_dict(d: Mapping[str, Any], source: str = "config") -> RunConfig:
@@ -217,7 +241,29 @@ def from_dict(d: Mapping[str, Any], source: str = "config") -> RunConfig:
         method_class(kwargs["balance"].method).check_params(kwargs["balance"].params)
     if "out_dir" in d:
         kwargs["out_dir"] = str(d["out_dir"])
+    if kwargs["data"].groups:
+        check_masking_units(kwargs["masking"], list(kwargs["data"].groups), f"{source}: data.groups")
     return RunConfig(**kwargs)
+
+
+def check_masking_units(masking: MaskingConfig, units: Sequence[str], where: str) -> None:
+    """Raise when the strategy balances modalities against each other and ``units`` holds fewer than it needs.
+
+    Called with ``data.groups`` at config time, else with the dataset's modalities once read.
+
+    Raises:
+        ConfigError: naming the units and the strategies that train a single modality.
+    """
+    from miam.masking.strategies import strategy_class
+
+    need = strategy_class(masking.strategy).min_modalities
+    if len(units) < need:
+        raise ConfigError(
+            f"{where}: masking.strategy {masking.strategy!r} balances modalities against each other and needs at "
+            f"least {need} modalities, got {len(units)}: {list(units)}. With one modality, mask it with "
+            f"masking: {{strategy: dropout, params: {{q: 0.1}}}} (the whole modality hidden in 10% of the steps) "
+            f"or {{strategy: constant, params: {{q: 0.5}}}} (half of its tokens hidden), or add a second table or "
+            f"raster (docs/own_data.md, 'One table').")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -242,8 +288,8 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         except yaml.YAMLError as e:
             raise ConfigError(f"{source}: not valid YAML ({e}).") from e
     d = from_dict(d, source).to_dict()
-    for text in overrides:
-        keys, value = parse_override(text)
+    parsed = [(text, *parse_override(text)) for text in overrides]
+    for text, keys, value in parsed:
         node = d
         for k in keys[:-1]:
             if not isinstance(node, dict) or k not in node:
@@ -252,7 +298,27 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         if keys[0] not in ("out_dir",) and len(keys) == 2 and keys[-1] not in node:
             raise ConfigError(f"Override {text!r}: unknown key {keys[-1]!r}; valid keys are {list(node)}.")
         node[keys[-1]] = value
+    changed = [keys[:2] for _, keys, _ in parsed]
+    if ["masking", "strategy"] in changed and ["masking", "params"] not in changed:
+        keep_strategy_params(d["masking"])
     return from_dict(d, source)
+
+
+def keep_strategy_params(masking: dict[str, Any]) -> None:
+    """Drop the parameters that ``masking["strategy"]`` does not take, with one log line naming them.
+
+    A strategy switched from the command line (``--set masking.strategy=dropout``) on a config
+    written for another (MIAM's ``kappa``, ``lambda_s``...) keeps only what applies to it.
+    """
+    from miam.masking.strategies import strategy_class
+
+    valid = strategy_class(masking["strategy"])._parameter_constraints
+    params = masking.get("params") or {}
+    dropped = [k for k in params if k not in valid]
+    if dropped:
+        masking["params"] = {k: v for k, v in params.items() if k in valid}
+        logger.info("masking.strategy=%s: dropped the parameter(s) %s it does not take (it takes %s).",
+                    masking["strategy"], dropped, sorted(valid))
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

@@ -1,8 +1,11 @@
 """A map of one species' predicted probability (a band of a ``miam predict`` GeoTIFF), with
-the training presences on top, a colour bar and coordinates."""
+the observed presences on top (marked by split: training, validation, test), a colour bar and
+coordinates."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,21 @@ from miam.errors import InvalidParameterError
 
 #: the longer side of the drawn image, in raster pixels (larger rasters are read decimated)
 MAX_SIDE = 2000
+#: per split: its name in the legend, the marker's edge colour and shape
+SPLIT_MARKERS = {"train": ("training", "white", "o"), "val": ("validation", "#ffb000", "s"),
+                 "test": ("test", "#ff3030", "^")}
+
+
+@dataclass
+class Presences:
+    """Where a species was observed present, per split (``{"train": (x, y), ...}``), in ``crs``."""
+
+    points: Mapping[str, tuple[np.ndarray, np.ndarray]]
+    crs: str | None
+
+    def counts(self) -> str:
+        """``12 training, 3 validation, 4 test``."""
+        return ", ".join(f"{len(x)} {SPLIT_MARKERS.get(k, (k,))[0]}" for k, (x, _) in self.points.items())
 
 
 def read_band(path: str | Path, name: str, max_side: int = MAX_SIDE) -> tuple[np.ndarray, tuple[float, ...], object]:
@@ -47,8 +65,7 @@ def axis_labels(crs: object) -> tuple[str, str]:
     return f"x ({unit})", f"y ({unit})"
 
 
-def plot_species_map(prediction: str | Path, species: str, out: str | Path,
-                     presences: tuple[np.ndarray, np.ndarray, str | None] | None = None,
+def plot_species_map(prediction: str | Path, species: str, out: str | Path, presences: Presences | None = None,
                      title: str | None = None) -> Path:
     """Draw ``species``' band of ``prediction`` to a PNG.
 
@@ -56,7 +73,8 @@ def plot_species_map(prediction: str | Path, species: str, out: str | Path,
         prediction: a GeoTIFF written by :meth:`miam.predict.Predictor.predict_grid`.
         species: the band (its description: the species name, or ``richness``).
         out: the PNG to write.
-        presences: optional (x, y, crs) of training presences, reprojected onto the map.
+        presences: optional observed presences per split, reprojected onto the map, one marker
+            and legend entry per split (``presences (training)``, ``(validation)``, ``(test)``).
         title: default: the species name.
 
     Returns:
@@ -76,10 +94,17 @@ def plot_species_map(prediction: str | Path, species: str, out: str | Path,
                    vmin=0.0 if probability else None, vmax=1.0 if probability else None)
     fig.colorbar(im, ax=ax, shrink=0.85, label="predicted probability of presence" if probability
                  else "expected number of species")
-    if presences is not None and len(presences[0]):
-        x, y = _to_crs(presences, crs)
-        ax.scatter(x, y, s=14, facecolors="none", edgecolors="white", linewidths=1.0, label="presences (training)")
+    drawn = 0
+    for split, (x, y) in (presences.points.items() if presences is not None else ()):
+        if not len(x):
+            continue
+        name, colour, marker = SPLIT_MARKERS.get(split, (split, "white", "o"))
+        x, y = _to_crs((x, y, presences.crs), crs)
+        ax.scatter(x, y, s=16, marker=marker, facecolors="none", edgecolors=colour, linewidths=1.0,
+                   label=f"presences ({name})")
         ax.scatter(x, y, s=3, c="black")
+        drawn += 1
+    if drawn:
         ax.legend(loc="lower right", fontsize=8, framealpha=0.8)
     ax.set_xlim(extent[0], extent[1])
     ax.set_ylim(extent[2], extent[3])
@@ -96,8 +121,8 @@ def plot_species_map(prediction: str | Path, species: str, out: str | Path,
     return out
 
 
-def training_presences(dataset: object, species: str) -> tuple[np.ndarray, np.ndarray, str | None]:
-    """(x, y, crs) of the sites where ``species`` is present in a ``files`` dataset (all splits).
+def presences_by_split(dataset: object, species: str) -> Presences:
+    """The sites of a ``files`` dataset where ``species`` is present, per split (train, val, test).
 
     Raises:
         InvalidParameterError: an unknown species (the message lists some).
@@ -108,9 +133,12 @@ def training_presences(dataset: object, species: str) -> tuple[np.ndarray, np.nd
                                     f"{' ...' if len(names) > 20 else ''}.")
     j = names.index(species)
     target = np.asarray(dataset.target)
-    rows = target == j if dataset.task.kind == "multiclass" else target[:, j] > 0
-    xy = dataset.coords[rows]
-    return xy[:, 0], xy[:, 1], dataset.info.get("crs")
+    present = target == j if dataset.task.kind == "multiclass" else target[:, j] > 0
+    points = {}
+    for split, rows in dataset.splits.items():
+        xy = dataset.coords[rows[present[rows]]]
+        points[split] = (xy[:, 0], xy[:, 1])
+    return Presences(points, dataset.info.get("crs"))
 
 
 def _to_crs(points: tuple[np.ndarray, np.ndarray, str | None], crs: object) -> tuple[np.ndarray, np.ndarray]:

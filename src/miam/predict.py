@@ -190,13 +190,15 @@ class Predictor:
     # ---- a table of sites --------------------------------------------------------------
     def predict_sites(self, path: str | Path, sources: Mapping[str, Any] | None = None,
                       modalities: Sequence[str] | None = None) -> pd.DataFrame:
-        """One row per site of the table at ``path``: id, coordinates, a probability per output,
-        the share of each modality's tokens the site had, and the modalities used.
+        """One row per site of the table at ``path``: id and coordinates (under the table's own column
+        names), a probability per output, the share of each modality's tokens the site had, the
+        modalities used, and ``no_data`` (True where the site had no token at all: empty probabilities).
 
         The table has the training sites table's id and coordinate columns; table
         modalities read from the training sites table are read from this one.
         """
-        sites, _, table_path = self.data.read_sites(path)
+        sites, df, table_path = self.data.read_sites(path)
+        _, xy = self.data.site_columns(df, table_path)
         sources = {**{name: table_path for name in self.data.sites_sources}, **(sources or {})}
         mask, step = self.mask(modalities), self.chunk(WINDOW_PIXELS)
         starts = range(0, len(sites), step)
@@ -205,7 +207,8 @@ class Predictor:
             for a in tqdm(starts, desc="predict sites", unit="chunk", disable=len(starts) < 2)]
         probs, shares = (np.concatenate(p) for p in zip(*parts))
         names = list(self.task.output_names)
-        out = pd.DataFrame({"site_id": sites.ids, "x": sites.x, "y": sites.y})
+        coords = {xy[0]: sites.x, xy[1]: sites.y} if xy else {}
+        out = pd.DataFrame({self.data.params.sites.id: sites.ids, **coords})
         out = pd.concat([out, pd.DataFrame(probs, columns=names)], axis=1)
         if self.task.kind == "multiclass":
             best = np.nan_to_num(probs, nan=-1).argmax(1)
@@ -214,6 +217,7 @@ class Predictor:
             out[f"present_{name}"] = shares[:, g]
         used = shares > 0
         out["modalities"] = ["+".join(n for n, u in zip(self.group_names, row) if u) or "none" for row in used]
+        out["no_data"] = ~used.any(axis=1)
         return out
 
     # ---- a raster grid -----------------------------------------------------------------

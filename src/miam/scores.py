@@ -22,10 +22,24 @@ from miam.data.spec import TaskSpec
 METRIC_NAMES = {"multilabel": "auroc_macro", "multiclass": "top1", "encounter": "topk"}
 
 
-def macro_auroc(preds: Tensor, target: Tensor) -> Tensor:
+def auroc_standard_error(auc: Tensor, n_pos: Tensor, n_neg: Tensor) -> Tensor:
+    """Hanley & McNeil's (1982) standard error of each AUROC, from its positives and negatives.
+
+    Example:
+        >>> round(float(auroc_standard_error(torch.tensor(0.8), torch.tensor(50), torch.tensor(150))), 4)
+        0.0401
+    """
+    a, n1, n2 = auc.double(), n_pos.double(), n_neg.double()
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    return ((a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n2 - 1) * (q2 - a * a)) / (n1 * n2)).clamp_min(0).sqrt()
+
+
+def macro_auroc(preds: Tensor, target: Tensor, with_standard_error: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """Unweighted mean of per-species AUROC over species with >= 1 positive and >= 1 negative.
 
-    Returns 0.5 when no species qualifies (the chance level).
+    Returns 0.5 when no species qualifies (the chance level). With ``with_standard_error``,
+    also the standard error of the mean: sqrt(sum of the species' Hanley-McNeil variances) / J
+    (species taken as independent; it only needs to say which score changes are noise).
 
     Example:
         >>> p = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.8, 0.3]])
@@ -37,16 +51,42 @@ def macro_auroc(preds: Tensor, target: Tensor) -> Tensor:
     n_pos = target.sum(dim=0)
     valid = (n_pos > 0) & (n_pos < target.shape[0])
     if not bool(valid.any()):
-        return torch.tensor(0.5)
+        return (torch.tensor(0.5), torch.tensor(0.0, dtype=torch.float64)) if with_standard_error else torch.tensor(0.5)
     if int(valid.sum()) == 1:  # torchmetrics' multilabel AUROC needs >= 2 labels
-        return binary_auroc(preds[:, valid].float().reshape(-1), target[:, valid].reshape(-1), thresholds=None)
-    per = multilabel_auroc(preds[:, valid].float(), target[:, valid], num_labels=int(valid.sum()),
-                           average="none", thresholds=None)
-    return per.mean()
+        per = binary_auroc(preds[:, valid].float().reshape(-1), target[:, valid].reshape(-1), thresholds=None)[None]
+    else:
+        per = multilabel_auroc(preds[:, valid].float(), target[:, valid], num_labels=int(valid.sum()),
+                               average="none", thresholds=None)
+    if not with_standard_error:
+        return per.mean()
+    se = auroc_standard_error(per, n_pos[valid], target.shape[0] - n_pos[valid])
+    return per.mean(), se.pow(2).sum().sqrt() / len(per)
+
+
+def samples_f1_topk(probs: Tensor, target: Tensor, k: int) -> Tensor:
+    """Samples-averaged F1 of each sample's k highest-scored species (GeoLifeCLEF 2024's score).
+
+    Per sample, the predicted set is the top k species; F1 = 2 |P ∩ T| / (|P| + |T|), and a
+    sample with no observed species scores 0 (as ``sklearn.metrics.f1_score(average="samples")``
+    with ``zero_division=0``). The GeoPlant baselines report F1 34.1 with k = 25.
+
+    Example:
+        >>> p = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.9, 0.3]])
+        >>> y = torch.tensor([[1, 0, 0], [0, 1, 1]])
+        >>> round(float(samples_f1_topk(p, y, 2)), 4)  # (2*1/3 + 2*2/4) / 2
+        0.8333
+    """
+    if not 1 <= k <= probs.shape[1]:
+        raise ValueError(f"top-k F1 needs 1 <= k <= {probs.shape[1]} (the number of species), got k={k}.")
+    top = torch.zeros_like(target, dtype=torch.bool).scatter_(1, probs.topk(k, dim=1).indices, True)
+    truth = target.bool()
+    hits = (top & truth).sum(dim=1).double()
+    return (2 * hits / (k + truth.sum(dim=1).double())).mean()
 
 
 class MacroAUROC(Metric):
-    """:func:`macro_auroc` over the whole epoch; predictions are gathered across ranks."""
+    """:func:`macro_auroc` over the whole epoch; predictions are gathered across ranks.
+    ``compute`` also sets ``standard_error_`` (the score's SE on these samples)."""
 
     higher_is_better = True
     full_state_update = False
@@ -61,7 +101,8 @@ class MacroAUROC(Metric):
         self.target.append(target.detach().to(torch.int8))
 
     def compute(self) -> Tensor:
-        return macro_auroc(dim_zero_cat(self.preds), dim_zero_cat(self.target))
+        score, self.standard_error_ = macro_auroc(dim_zero_cat(self.preds), dim_zero_cat(self.target), True)
+        return score
 
 
 def encounter_topk(preds: Tensor, target: Tensor, k: int | None = None) -> Tensor:
@@ -90,7 +131,8 @@ def encounter_topk(preds: Tensor, target: Tensor, k: int | None = None) -> Tenso
 
 
 class EncounterTopK(Metric):
-    """:func:`encounter_topk` averaged over the hotspots of an epoch (sums synchronised across ranks)."""
+    """:func:`encounter_topk` averaged over the hotspots of an epoch (sums synchronised across ranks).
+    ``compute`` also sets ``standard_error_`` (sd of the hotspots' values / sqrt(hotspots))."""
 
     higher_is_better = True
     full_state_update = False
@@ -100,14 +142,32 @@ class EncounterTopK(Metric):
         self.k = k
         self.add_state("correct", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("squares", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, preds: Tensor, target: Tensor) -> None:
         per = encounter_topk(preds.detach(), target.detach(), self.k)
         self.correct += per.sum()
+        self.squares += per.pow(2).sum()
         self.total += per.numel()
 
     def compute(self) -> Tensor:
-        return (self.correct / self.total.clamp(min=1)).float()
+        n = self.total.clamp(min=1)
+        mean = self.correct / n
+        self.standard_error_ = ((self.squares / n - mean * mean).clamp_min(0) / n).sqrt()
+        return mean.float()
+
+
+class Top1Accuracy(MulticlassAccuracy):
+    """Micro top-1 accuracy; ``compute`` also sets ``standard_error_`` = sqrt(a (1 - a) / n)."""
+
+    def __init__(self, num_classes: int, **kwargs) -> None:
+        super().__init__(num_classes=num_classes, top_k=1, average="micro", **kwargs)
+
+    def compute(self) -> Tensor:
+        score = super().compute()
+        n = (self.tp + self.fn).sum().double().clamp(min=1)
+        self.standard_error_ = (score.double() * (1 - score.double()) / n).sqrt()
+        return score
 
 
 def encounter_scores(preds: Tensor, target: Tensor) -> dict[str, float]:
@@ -131,7 +191,7 @@ def make_metric(task: TaskSpec) -> Metric:
         return MacroAUROC()
     if task.kind == "encounter":
         return EncounterTopK()
-    return MulticlassAccuracy(num_classes=task.n_outputs, top_k=1, average="micro")
+    return Top1Accuracy(num_classes=task.n_outputs)
 
 
 def task_score(logits: Tensor, target: Tensor, task: TaskSpec) -> float:
@@ -141,6 +201,20 @@ def task_score(logits: Tensor, target: Tensor, task: TaskSpec) -> float:
     if task.kind == "encounter":
         return float(encounter_topk(torch.sigmoid(logits), target).mean())
     return float((logits.argmax(dim=1) == target).float().mean())
+
+
+def chance_level(task: TaskSpec) -> float:
+    """The score of an uninformed ranking, known before any data: AUROC 0.5, top-1 1/C.
+
+    SatBird's adaptive top-k has none (it depends on how many species each hotspot has):
+    a :class:`ValueError` says so.
+    """
+    if task.kind == "multilabel":
+        return 0.5
+    if task.kind == "multiclass":
+        return 1.0 / task.n_outputs
+    raise ValueError(f"The {METRIC_NAMES[task.kind]!r} score of an {task.kind!r} task has no chance level known "
+                     f"before the data (it depends on the species per sample); give a number.")
 
 
 def chance_score(task: TaskSpec, target: Tensor) -> float:

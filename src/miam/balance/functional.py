@@ -22,15 +22,63 @@ def score_ratio(scores: Tensor, floor: float = 1e-12) -> Tensor:
     return s / geometric_mean(s)
 
 
-def change_ratio(history: Tensor, eps: float = 1e-3, window: int = 1) -> Tensor:
-    """rho_d,m = d_m / G(d), d_m = mean |one-epoch change| over the last ``window`` epochs + eps.
+#: how a modality's score speed is read from its history (:func:`score_change`)
+DERIVATIVES = ("diff", "slope")
 
-    ``history`` is [E, M] (epochs x modalities), E >= 2; eps is added before the
-    geometric mean, which would be 0 as soon as one d_m is 0.
+
+def score_change(history: Tensor, window: int = 1, derivative: str = "diff") -> Tensor:
+    """|ds/d epoch| per modality [M] from a score history [E, M] (E >= 2).
+
+    ``diff`` (the paper's "absolute derivative", our reading): the mean |one-epoch change|
+    over the last ``window`` epochs; noise in each epoch's score adds up in it. ``slope``:
+    |least-squares slope| over the last ``window + 1`` epochs; noise averages out, so a
+    modality that still climbs slowly reads as moving, not as settled.
+
+    Example:
+        >>> h = torch.tensor([[0.60], [0.66], [0.62], [0.68]])   # +0.02 an epoch, noisy
+        >>> [round(float(score_change(h, 3, d)), 4) for d in DERIVATIVES]
+        [0.0533, 0.02]
     """
     h = history.to(torch.float64)
-    steps = (h[1:] - h[:-1]).abs()[-window:]
-    d = steps.mean(dim=0) + eps
+    if derivative == "diff":
+        return (h[1:] - h[:-1]).abs()[-window:].mean(dim=0)
+    h = h[-(window + 1):]
+    t = torch.arange(len(h), dtype=torch.float64)
+    t = t - t.mean()
+    return ((t[:, None] * (h - h.mean(dim=0))).sum(dim=0) / (t * t).sum()).abs()
+
+
+def change_noise(standard_error: Tensor, n_epochs: int, window: int = 1, derivative: str = "diff") -> Tensor:
+    """The sd of :func:`score_change` of a modality whose score does not move, from the
+    standard error of one epoch's score [M] (independent epochs assumed).
+
+    ``diff``: sqrt(2) SE (one difference of two noisy scores); ``slope`` over n points:
+    SE sqrt(12 / (n (n^2 - 1))).
+
+    Example:
+        >>> [round(float(change_noise(torch.tensor([0.01]), 10, 4, d)), 5) for d in DERIVATIVES]
+        [0.01414, 0.00316]
+    """
+    se = standard_error.to(torch.float64)
+    if derivative == "diff":
+        return se * 2 ** 0.5
+    n = min(n_epochs, window + 1)
+    return se * (12.0 / (n * (n * n - 1))) ** 0.5
+
+
+def change_ratio(history: Tensor, eps: float = 1e-3, window: int = 1, derivative: str = "diff",
+                 floor: Tensor | None = None) -> Tensor:
+    """rho_d,m = d_m / G(d), d_m = max(:func:`score_change`, floor_m) + eps.
+
+    ``history`` is [E, M] (epochs x modalities), E >= 2; eps is added before the
+    geometric mean, which would be 0 as soon as one d_m is 0. ``floor`` [M] (e.g. z times
+    :func:`change_noise`) keeps a change that is within the score's own noise from
+    reading as "settled" or "moving".
+    """
+    d = score_change(history, window, derivative)
+    if floor is not None:
+        d = torch.maximum(d, floor.to(torch.float64))
+    d = d + eps
     return d / geometric_mean(d)
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from miam.balance import functional as F
-from miam.errors import InvalidParameterError
+from miam.errors import InvalidParameterError, check_choice
 
 
 class ImbalanceTracker:
@@ -29,6 +29,13 @@ class ImbalanceTracker:
             the chance level of AUROC; ours, 0 reproduces the paper. Ratios of raw AUROCs
             between 0.5 and 1 are compressed (0.6 vs 0.7 gives rho_s 0.93 vs 1.08), so rho_d
             then dominates w; above chance the same scores give 0.71 vs 1.41.
+        derivative: ``diff`` (the paper: mean |one-epoch change| over ``window``) or ``slope``
+            (|least-squares slope| over ``window + 1`` epochs, which averages noise out);
+            :func:`miam.balance.functional.score_change`.
+        noise_floor: z; with z > 0, d_m is at least z times the sd of its own estimate under
+            no movement, from the standard error of each unimodal validation score (pass
+            ``standard_errors`` to :meth:`update`); 0 (the paper) turns it off. A change
+            within the score's noise then says nothing about which modality is settled.
 
     Example:
         >>> t = ImbalanceTracker(["env", "sat"], lambda_s=1.0, lambda_d=1.0)
@@ -48,6 +55,8 @@ class ImbalanceTracker:
         window: int = 1,
         clamp: tuple[float, float] | None = None,
         baseline: float = 0.0,
+        derivative: str = "diff",
+        noise_floor: float = 0.0,
     ) -> None:
         modalities = list(modalities)
         if len(modalities) < 2:
@@ -59,11 +68,15 @@ class ImbalanceTracker:
             raise InvalidParameterError(f"eps must be > 0 (it keeps G(d) away from 0), got {eps}.")
         if window < 1:
             raise InvalidParameterError(f"window must be >= 1, got {window}.")
+        check_choice("ImbalanceTracker", "derivative", derivative, F.DERIVATIVES)
+        if noise_floor < 0:
+            raise InvalidParameterError(f"noise_floor must be >= 0 (a number of standard errors), got {noise_floor}.")
         if clamp is not None and not (0 < clamp[0] <= 1 <= clamp[1]):
             raise InvalidParameterError(f"clamp must be (low, high) with 0 < low <= 1 <= high, got {clamp}.")
         self.modalities = modalities
         self.lambda_s, self.lambda_d, self.eps, self.window = lambda_s, lambda_d, eps, window
         self.baseline = float(baseline)
+        self.derivative, self.noise_floor = derivative, float(noise_floor)
         self.clamp = None if clamp is None else (float(clamp[0]), float(clamp[1]))
         m = len(modalities)
         self.history_ = torch.empty(0, m, dtype=torch.float64)
@@ -75,8 +88,9 @@ class ImbalanceTracker:
     def scores_(self) -> Tensor | None:
         return self.history_[-1] if len(self.history_) else None
 
-    def update(self, scores: Mapping[str, float]) -> Tensor:
-        """Record one epoch of unimodal scores; return the new weights [M]."""
+    def update(self, scores: Mapping[str, float], standard_errors: Mapping[str, float] | None = None) -> Tensor:
+        """Record one epoch of unimodal scores (and, for ``noise_floor``, their standard
+        errors on the validation set); return the new weights [M]."""
         missing = [m for m in self.modalities if m not in scores]
         if missing:
             raise InvalidParameterError(f"ImbalanceTracker.update: no score for {missing}; got {list(scores)}.")
@@ -84,9 +98,17 @@ class ImbalanceTracker:
         if not bool(torch.isfinite(s).all()):
             raise InvalidParameterError(f"ImbalanceTracker.update: non-finite scores {dict(zip(self.modalities, s.tolist()))}.")
         self.history_ = torch.cat([self.history_, s.unsqueeze(0)])
+        floor = None
+        if self.noise_floor > 0:
+            if standard_errors is None or any(m not in standard_errors for m in self.modalities):
+                raise InvalidParameterError(f"ImbalanceTracker.update: noise_floor={self.noise_floor} needs the "
+                                            f"standard error of every score {self.modalities}; got {standard_errors}.")
+            se = torch.tensor([float(standard_errors[m]) for m in self.modalities], dtype=torch.float64)
         if len(self.history_) >= 2:
+            if self.noise_floor > 0:
+                floor = self.noise_floor * F.change_noise(se, len(self.history_), self.window, self.derivative)
             self.rho_s_ = F.score_ratio(s - self.baseline, floor=self.eps)
-            self.rho_d_ = F.change_ratio(self.history_, self.eps, self.window)
+            self.rho_d_ = F.change_ratio(self.history_, self.eps, self.window, self.derivative, floor)
             self.weights_ = F.imbalance_weights(self.rho_s_, self.rho_d_, self.lambda_s, self.lambda_d, self.clamp)
         return self.weights_.clone()
 

@@ -7,6 +7,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from miam.cli.common import show_logs
 from miam.errors import MiamError
 
 #: verb modules, in the order ``miam --help`` lists them
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``miam`` console script."""
     args = build_parser().parse_args(argv)
+    show_logs()
     try:
         return int(args.func(args) or 0)
     except MiamError as e:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -36,3 +39,26 @@ def format_table(rows: list[dict], columns: list[str], floatfmt: str = "{:.3f}")
              for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+class _Print(logging.Handler):
+    """Prints to the ``sys.stderr`` of the moment (a redirection or a test may have swapped it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr, flush=True)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file=None,
+                  line: str | None = None) -> None:
+    """A warning as one line, ``warning: <message>``, without the source line that raised it."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def show_logs() -> None:
+    """Print miam's log lines from INFO up (the data summary, dropped parameters) and warnings as one line each
+    (``warning: climate: bio.tif: 3 site(s) outside the raster, ...``)."""
+    log = logging.getLogger("miam")
+    log.setLevel(logging.INFO)
+    if not any(isinstance(h, _Print) for h in log.handlers):
+        log.addHandler(_Print())
+    warnings.showwarning = _show_warning

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     names = [n.strip() for n in args.methods.split(",") if n.strip()] if args.methods else None
     result = compare(cfg, names, seeds=args.seeds)
-    cols = ["full", *result.modalities, "avg_modality_subsets"]
+    cols = result.score_columns
     rows = [{"name": name, **{c: f"{r[f'{c}_mean']:.4f} ± {r[f'{c}_std']:.4f}" for c in cols},
              "train_s": f"{r['train_seconds']:.1f}"} for name, r in result.summary.iterrows()]
     print(f"\nTest scores, mean ± sd over {args.seeds} seed(s) (protocol: {result.out_dir / 'summary.md'}):")

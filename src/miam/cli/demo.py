@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from miam.data.registry import build_dataset
+    from miam.explain.subsets import headline_columns
     from miam.training.run import summarize, test_subsets, train
 
     cfg = config_from_args(args, default=str(packaged_config("demo.yaml")))
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
                               out_dir=str(Path(cfg.out_dir) / strategy))
         print(f"\n=== training with masking strategy '{strategy}' ===", flush=True)
         result = train(run_cfg, dataset=dataset)
-        table = test_subsets(result)
+        table = test_subsets(result, cfg.evaluation)
         table.to_csv(result.out_dir / "test_subsets.csv", index=False)
         result.trajectory().to_csv(result.out_dir / "trajectory.csv", index=False)
         summary = summarize(result, table)
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         results[strategy] = result
     metric = "AUROC" if dataset.task.kind == "multilabel" else "top-1"
     print(f"\nTest {metric} (spatial block split, {len(dataset.split('test'))} sites):")
-    print(format_table(rows, ["strategy", "full", *names, "avg_modality_subsets", "epochs", "seconds"]))
+    print(format_table(rows, ["strategy", *headline_columns(names, rows[0]), "epochs", "seconds"]))
     traj = results["miam"].trajectory()
     if len(traj):
         print("\nMIAM feedback per epoch (rho_s = strength vs. the others, w = masking weight, w > 1 masks more):")

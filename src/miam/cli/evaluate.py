@@ -28,8 +28,8 @@ def default_config(checkpoint: Path) -> Path:
     return checkpoint.resolve().parent.parent / "config.yaml"
 
 
-def load_run(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    """The checkpoint's module (on CPU), the data split to score, and the dataset.
+def load_run(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """The checkpoint's module (on CPU), the data split to score, the dataset and the run's config.
 
     Raises a :class:`~miam.errors.ConfigError` for a missing checkpoint or config, and
     when the checkpoint comes from another dataset's specs.
@@ -50,7 +50,7 @@ def load_run(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     module = MiamModule.load_from_checkpoint(str(ckpt), map_location="cpu")
     dataset = build_dataset(cfg.data.name, **cfg.data.params)
     check_model_data(module.specs, dataset.specs, module.task, dataset.task, source=f"checkpoint {str(ckpt)!r}")
-    return module, subsample(dataset.split(args.split), args.max_samples, args.seed), dataset
+    return module, subsample(dataset.split(args.split), args.max_samples, args.seed), dataset, cfg
 
 
 def parse_subset(text: str, names: list[str]) -> list[str]:
@@ -73,20 +73,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from miam.explain.subsets import SubsetEvaluator, all_subsets, summarize_subsets
+    from miam.explain.configs import resolve_configs
+    from miam.explain.subsets import SubsetEvaluator, all_subsets, headline, summarize_subsets
 
-    module, split, _ = load_run(args)
-    evaluator = SubsetEvaluator(module.model, module.task, module.hparams.get("groups"), args.batch_size)
+    module, split, _, cfg = load_run(args)
+    groups = module.hparams.get("groups")
+    evaluator = SubsetEvaluator(module.model, module.task, groups, args.batch_size)
     subsets = all_subsets(evaluator.names) if not args.subset else [parse_subset(s, evaluator.names)
                                                                    for s in args.subset]
-    table = evaluator.evaluate(split, subsets)
+    configs = [] if args.subset else resolve_configs(module.specs, cfg.evaluation.configs, groups)
+    table = evaluator.evaluate(split, subsets, configs, cfg.evaluation.top_k_f1)
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent.parent / f"evaluate_{args.split}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
-    print(format_table(table.to_dict("records"), ["subset", "metric", "value"], "{:.4f}"))
+    columns = ["kind", "subset", "n_tokens", "metric", "value", *[c for c in table if c.startswith("f1_top")]]
+    print(format_table(table.to_dict("records"), columns, "{:.4f}"))
     if not args.subset:
-        summary = summarize_subsets(table, evaluator.names)
-        print(f"\nfull input {summary['full']:.4f} | mean over all non-empty modality subsets "
-              f"{summary['avg_modality_subsets']:.4f}")
+        print("\n" + headline(summarize_subsets(table, evaluator.names)))
     print(f"{len(split)} samples of split {args.split!r}; table written to {out}")
     return 0

@@ -33,17 +33,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from miam.explain.configs import resolve_configs
     from miam.explain.pipeline import explain_model
     from miam.explain.report import write_report
 
-    module, split, dataset = load_run(args)
+    module, split, dataset, cfg = load_run(args)
     strategy = (module.hparams.get("masking") or {}).get("strategy", "miam")
     description = (f"Checkpoint {Path(args.checkpoint).name} (masking: {strategy}), data "
                    f"{dataset.info.get('source', 'dataset')}, split {args.split!r}.")
     expl = explain_model(module.model, split, module.task, module.hparams.get("groups"), args.modalities,
                          args.others, args.tolerance, args.max_permutations, repeats=args.repeats,
                          n_boot=args.n_boot, seed=args.seed, truth=dataset.info.get("truth"),
-                         batch_size=args.batch_size, progress=not args.no_progress, description=description)
+                         batch_size=args.batch_size, progress=not args.no_progress, description=description,
+                         configs=resolve_configs(module.specs, cfg.evaluation.configs, module.hparams.get("groups")))
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent.parent / "explain"
     path = write_report(expl, out)
     print(format_table(expl.modalities.to_frame().to_dict("records"), ["player", "value", "se"], "{:.4f}"))

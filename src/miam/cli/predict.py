@@ -80,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
         counts = table["modalities"].value_counts()
         print(f"{len(table)} sites -> {out}")
         print("modalities used: " + "; ".join(f"{k}: {v} site(s)" for k, v in counts.items()))
+        if table["no_data"].any():
+            print(f"{int(table['no_data'].sum())} site(s) had no data in any modality (outside every raster, no "
+                  f"table row or image): flagged no_data, their probabilities left empty")
         return 0
     if args.bbox:
         if not args.resolution:

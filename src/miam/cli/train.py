@@ -11,21 +11,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model from a YAML config",
                        description="Train a model as the config says; checkpoints and logs go to out_dir.")
     add_config_args(p)
-    p.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoints/last.ckpt if present")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run in out_dir from its "
+                                                             "checkpoints/last.ckpt")
+    again.add_argument("--overwrite", action="store_true", help="replace the run in a non-empty out_dir (its "
+                                                                "checkpoints, logs and result tables)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from miam.training.run import summarize, test_subsets, train
+    from miam.explain.subsets import headline
+    from miam.training.run import check_out_dir, summarize, test_subsets, train
 
     cfg = config_from_args(args)
+    check_out_dir(cfg.out_dir, args.resume, args.overwrite)
     result = train(cfg, resume=args.resume)
-    table = test_subsets(result)
+    table = test_subsets(result, cfg.evaluation)
     table.to_csv(result.out_dir / "test_subsets.csv", index=False)
     result.trajectory().to_csv(result.out_dir / "trajectory.csv", index=False)
-    print(format_table(table.to_dict("records"), ["subset", "metric", "value"]))
-    summary = summarize(result, table)
-    print(f"\nfull input {summary['full']:.3f} | mean over all non-empty modality subsets "
-          f"{summary['avg_modality_subsets']:.3f}")
+    print(format_table(table.to_dict("records"), ["kind", "subset", "metric", "value"]))
+    print("\n" + headline(summarize(result, table)))
     print(f"best checkpoint: {result.best_checkpoint}")
     return 0

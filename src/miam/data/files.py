@@ -13,7 +13,8 @@ per site (multiclass) from a label column.
       params:
         root: my_survey
         sites: {path: sites.csv, id: site_id, x: lon, y: lat, crs: "EPSG:4326"}   # CSV or Parquet
-        targets: {species: ["sp_*"]}          # or occurrences: {path: occ.csv, species: species}
+        targets: {species: ["sp_*"]}          # or species: {path: counts.csv, columns: ["sp_*"]}
+                                              # or occurrences: {path: occ.csv, species: species}
                                               # or label: habitat | presence_only: {path: gbif.csv, ...}
         tables:                               # joined on the site id; text columns are categorical
           - {name: soil, path: soil.parquet, columns: [ph, "clay_*", texture], exclude: ["*_qc"]}
@@ -32,7 +33,7 @@ token each) and, when it also has text or declared-categorical columns, ``<name>
 (one level per token; put both in one ``data.groups`` entry to mask them together). A
 raster section gives one token per layer (every band of every file) at the site's
 pixel, or with ``patch: N`` an N x N window centred on the site cut into
-``token_size`` tokens. Time series give one token per segment of every variable;
+``token_size`` tokens (categorical layers: one channel per class). Time series give one token per segment of every variable;
 image folders one token per patch.
 
 **Missing data is hidden, counted and reported:** an empty cell, a site without a row in
@@ -42,7 +43,7 @@ on the training split only.
 
 **Splits.** ``spatial`` (square blocks of ``block_km``; geographic CRSs are projected to
 km, projected CRSs use their unit), ``column`` (a sites-table column holding
-train/val/test) or ``random``.
+train/val/test) or ``random``. Sites need coordinates only for rasters and the spatial split.
 
 .. versionadded:: 0.1
 """
@@ -61,11 +62,11 @@ from miam.data.cache import Report, lonlat_to_km
 from miam.data.dataset import MultimodalDataset, spatial_block_split
 from miam.data.files_columns import TableReader, table_encoders, timeseries_encoder
 from miam.data.files_images import ImageFolder
-from miam.data.files_io import Encoder, Sites, read_table, site_ids
+from miam.data.files_io import Encoder, Sites, few, read_table, resolve_column, site_ids
 from miam.data.files_rasters import RasterLayers, raster_encoder
-from miam.data.files_schema import FilesParams, parse_files_params
+from miam.data.files_schema import FilesParams, SpeciesTableSection, parse_files_params
 from miam.data.files_targets import (coord_columns, coordinates, drop_rare, label_targets, occurrence_targets,
-                                     presence_only_sites, wide_targets)
+                                     presence_only_sites, table_targets, wide_targets)
 from miam.data.spec import ModalitySpec, TaskSpec
 from miam.errors import ConfigError, DataFormatError
 
@@ -111,8 +112,21 @@ class FilesData:
         return list(dict.fromkeys(e.source for e in self.encoders))
 
     # ---- sites and targets -------------------------------------------------------------
+    def site_columns(self, df: pd.DataFrame, path: Path) -> tuple[str, tuple[str, str] | None]:
+        """The id column and the (x, y) columns of a sites table; None when there are none and none are needed.
+
+        Raises:
+            DataFormatError: no coordinates while rasters or the spatial split need them,
+                naming the file, the keys ``sites.x``/``sites.y`` and what needs them.
+        """
+        s, p = self.params.sites, self.params
+        needed_by = (f"the raster modalities {[r.name for r in p.rasters]}" if p.rasters else
+                     "the spatial split (split.method: spatial, the default; or use random or column)"
+                     if p.split.method == "spatial" else None)
+        return resolve_column(df, s.id, path, "id"), coord_columns(df, s.x, s.y, path, needed_by)
+
     def read_sites(self, path: str | Path | None = None) -> tuple[Sites, pd.DataFrame, Path]:
-        """A sites table (default: the training one) with the training schema: id, x, y, CRS."""
+        """A sites table (default: the training one) with the training schema: id, x, y (NaN if none), CRS."""
         s = self.params.sites
         if s is None:
             raise ConfigError("This dataset was described by presence-only records: it has no sites table schema "
@@ -120,8 +134,8 @@ class FilesData:
         p = Path(path) if path is not None else self.root / s.path
         df = read_table(p)
         ids = site_ids(df, s.id, p)
-        xc, yc = coord_columns(df, s.x, s.y, p)
-        x, y = coordinates(df, xc, yc, p)
+        _, xy = self.site_columns(df, p)
+        x, y = coordinates(df, *xy, p) if xy else (np.full(len(df), np.nan), np.full(len(df), np.nan))
         return Sites(ids, x, y, s.crs), df, p
 
     def _sites_and_targets(self, notes: list[str]) -> tuple[Sites, pd.DataFrame | None, np.ndarray, TaskSpec,
@@ -139,20 +153,23 @@ class FilesData:
             sites, target, species, counts = presence_only_sites(t.presence_only, self.root, ref, layers, notes)
             extra["background"] = counts
             extra["is_background"] = np.char.startswith(sites.ids.astype(str), "background_")
-            target, species = drop_rare(target, species, t.min_presences, notes)
+            target, species, extra["dropped_species"] = drop_rare(target, species, t.min_presences, t.min_absences,
+                                                                  notes)
             return sites, None, target, TaskSpec("multilabel", len(species), tuple(species)), [], extra
         sites, df, path = self.read_sites()
-        xc, yc = coord_columns(df, p.sites.x, p.sites.y, path)
-        reserved = [p.sites.id, xc, yc] + ([p.split.column] if p.split.method == "column" else [])
+        id_col, xy = self.site_columns(df, path)
+        reserved = [id_col, *(xy or ())] + ([p.split.column] if p.split.method == "column" else [])
         if t.mode == "label":
             labels, classes = label_targets(df, t.label, path)
             return sites, df, labels, TaskSpec("multiclass", len(classes), tuple(classes)), reserved + [t.label], extra
-        if t.mode == "species":
+        if isinstance(t.species, SpeciesTableSection):
+            target, species = table_targets(t.species, self.root, sites.ids, p.sites.id, path.name)
+        elif t.mode == "species":
             target, species = wide_targets(df, t.species, path)
             reserved += species
         else:
             target, species = occurrence_targets(t.occurrences, self.root, sites.ids, p.sites.id, path.name)
-        target, species = drop_rare(target, species, t.min_presences, notes)
+        target, species, extra["dropped_species"] = drop_rare(target, species, t.min_presences, t.min_absences, notes)
         return sites, df, target, TaskSpec("multilabel", len(species), tuple(species)), reserved, extra
 
     # ---- splits ------------------------------------------------------------------------
@@ -194,7 +211,7 @@ class FilesData:
 
         def reader(sec: Any) -> TableReader:
             path = self.root / sec.path if sec.path else sites_path
-            key = (path, sec.id or default_id)
+            key = (path, default_id if sec.id is None else sec.id)
             if key not in readers:
                 readers[key] = TableReader(*key)
                 if sec.path:
@@ -233,16 +250,36 @@ class FilesData:
         for text in notes:
             self.report.note(text)
         ds = MultimodalDataset(
-            tokens, target, self.specs, task, coords=np.stack([sites.x, sites.y], axis=1), splits=splits,
+            tokens, target, self.specs, task, splits=splits,
+            coords=np.stack([sites.x, sites.y], axis=1) if np.isfinite(sites.x).all() else None,
             info={"source": "miam.data.files", "site_ids": sites.ids, "crs": sites.crs, "files": self,
                   "report": self.report.to_dict(), **extra})
         self.report.hidden_tokens = {m: int((~p).sum()) for m, p in ds.present.items()}
         ds.info["report"] = self.report.to_dict()
-        shares = ", ".join(f"{m} {100 * v:.1f}%" for m, v in ds.missing_report().items())
-        logger.log(logging.WARNING if any(self.report.hidden_tokens.values()) else logging.INFO,
-                   "files dataset: %d sites, %d outputs (%s); hidden tokens: %s", len(ds), task.n_outputs,
-                   task.kind, shares)
+        ds.info["summary"] = self.summary(ds)
+        logger.info("%s", ds.info["summary"])
         return ds
+
+    def summary(self, ds: MultimodalDataset) -> str:
+        """What was read: sites per split, the outputs, and per modality its kind, tokens, source and hidden share.
+
+        ``miam`` commands print it after reading the data (the ``miam.data`` logger, INFO).
+        """
+        task = ds.task
+        outputs = f"{task.n_outputs} {'species' if task.kind == 'multilabel' else 'classes'}"
+        dropped = ds.info.get("dropped_species") or {}
+        head = (f"files dataset: {len(ds)} sites ({', '.join(f'{k} {len(v)}' for k, v in ds.splits.items())}); "
+                f"{outputs} ({few(list(task.output_names), 6)})"
+                + (f", {len(dropped)} dropped (see the notes)" if dropped else ""))
+        rows = [{"modality": e.name, "kind": e.spec.kind, "tokens": e.spec.n_tokens, "read from": e.describe(),
+                 "hidden": f"{100 * (1 - ds.present[e.name].mean()):.1f}%",
+                 "sites without any": int((~ds.present[e.name].any(axis=1)).sum())} for e in self.encoders]
+        lines = [head, pd.DataFrame(rows).to_string(index=False)]
+        none = ~np.stack([p.any(axis=1) for p in ds.present.values()]).any(axis=0)
+        if none.any():
+            lines.append(f"{int(none.sum())} site(s) have no data in any modality (e.g. "
+                         f"{list(ds.info['site_ids'][none][:3])}); they teach nothing and are predicted from nothing.")
+        return "\n".join(lines)
 
     # ---- prediction --------------------------------------------------------------------
     def encode(self, sites: Sites, sources: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:

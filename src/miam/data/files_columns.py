@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from miam.data.files_io import (Encoder, Sites, Standardizer, Vocabulary, align_rows, as_text, natural_key,
-                                read_table, select_columns, site_ids)
+from miam.data.files_io import (Encoder, Sites, Standardizer, Vocabulary, align_rows, as_text, few, natural_key,
+                                read_table, resolve_column, select_columns, site_ids)
 from miam.data.files_schema import TableSection, TimeSeriesSection
 from miam.data.spec import ModalitySpec
 from miam.errors import DataFormatError
@@ -34,6 +34,7 @@ class TableReader:
         path = Path(path or self.path)
         if path not in self._cache:
             df = read_table(path)
+            self.id_column = resolve_column(df, self.id_column, path, "id")
             self._cache[path] = (df, site_ids(df, self.id_column, path))
         return self._cache[path]
 
@@ -70,6 +71,9 @@ class TableEncoder(Encoder):
         parts = ([f"{no_row} site(s) without a row"] if no_row else []) + (
             [f"{empty} token(s) with empty cells"] if empty else [])
         return f"{self.reader.path.name}: " + ", ".join(parts) if parts else None
+
+    def describe(self) -> str:
+        return f"{self.reader.path.name}: {few(self.columns)}"
 
 
 class NumericColumns(TableEncoder):
@@ -146,6 +150,9 @@ class TimeSeriesColumns(TableEncoder):
         self.segment = segment
         self.step_names = list(step_names)
         self.scaler = Standardizer((1, 3) if segment > 1 else (1,))
+
+    def describe(self) -> str:
+        return f"{self.reader.path.name}: " + ", ".join(f"{v} ({len(c)} columns)" for v, c in self.variables.items())
 
     @property
     def n_steps(self) -> int:

@@ -77,6 +77,9 @@ class ImageFolder(Encoder):
     def transform(self, raw: np.ndarray) -> np.ndarray:
         return self.scaler.transform(raw)
 
+    def describe(self) -> str:
+        return f"{self.folder.name}/: {self.size} x {self.size} px"
+
     def hidden_note(self, sites: Sites, raw: np.ndarray) -> str | None:
         if sites.ids is None:
             return None

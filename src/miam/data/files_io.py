@@ -9,6 +9,7 @@ on new sites with the state learned in training.
 
 from __future__ import annotations
 
+import csv
 import fnmatch
 import re
 import warnings
@@ -55,13 +56,47 @@ def read_table(path: Path) -> pd.DataFrame:
     """
     if not path.is_file():
         raise DatasetNotFoundError("files dataset", path.parent, path.name, "Check the path in the YAML description.")
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
         if path.suffix.lower() in PARQUET_SUFFIXES:
             return pd.read_parquet(path)
-        return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+        with open(path, newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f, delimiter=sep), [])
+        df = pd.read_csv(path, sep=sep)
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as e:
         raise DataFormatError(f"{path}: not a readable {'Parquet' if path.suffix in PARQUET_SUFFIXES else 'CSV'} "
                               f"table ({e}).") from e
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header):
+        if name and name in seen:
+            raise DataFormatError(f"{path}: column {name!r} appears twice in the header (columns {seen[name] + 1} "
+                                  f"and {i + 1}; pandas would read the second as {name + '.1'!r}); rename one of them.")
+        seen.setdefault(name, i)
+    return df
+
+
+#: how pandas names a column whose header cell is empty
+UNNAMED = re.compile(r"Unnamed: \d+")
+
+
+def resolve_column(df: pd.DataFrame, name: str, path: Path, what: str) -> str:
+    """The column ``name`` of ``df``; ``""`` names the column with an empty header (pandas' ``Unnamed: k``).
+
+    Raises:
+        DataFormatError: no such column (listing the columns), or ``""`` with no or several empty headers.
+
+    Example:
+        >>> resolve_column(pd.DataFrame({"Unnamed: 0": [1], "ph": [6.5]}), "", Path("s.csv"), "id")
+        'Unnamed: 0'
+    """
+    if name == "" and "" not in df.columns:
+        empty = [str(c) for c in df.columns if UNNAMED.fullmatch(str(c))]
+        if len(empty) != 1:
+            raise DataFormatError(f"{path}: {what} column '' names the column with an empty header, but the file has "
+                                  f"{len(empty)} such columns {empty}; give each a header.")
+        return empty[0]
+    need_columns(df, [name], path, what)
+    return name
 
 
 def need_columns(df: pd.DataFrame, columns: Sequence[str], path: Path, what: str) -> None:
@@ -80,7 +115,7 @@ def site_ids(df: pd.DataFrame, column: str, path: Path, unique: bool = True) -> 
         >>> site_ids(pd.DataFrame({"id": [3, 4]}), "id", Path("s.csv")).tolist()
         ['3', '4']
     """
-    need_columns(df, [column], path, "id")
+    column = resolve_column(df, column, path, "id")
     raw = df[column]
     if raw.isna().any():
         lines = (np.flatnonzero(raw.isna().to_numpy()) + 2).tolist()
@@ -260,3 +295,12 @@ class Encoder(ABC):
     def hidden_note(self, sites: Sites, raw: np.ndarray) -> str | None:
         """A line for the report on why tokens of ``sites`` are hidden (None: nothing to say)."""
         return None
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the tokens are read from, for the summary table (a file and its columns, rasters, a folder)."""
+
+
+def few(names: Sequence[str], shown: int = 4) -> str:
+    """``a, b, c, d +3 more``: a list short enough for a table cell."""
+    return ", ".join(names[:shown]) + (f" +{len(names) - shown} more" if len(names) > shown else "")

@@ -18,7 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from miam.data._raw import patch_names, patchify
-from miam.data.files_io import Encoder, Sites, Standardizer, Vocabulary
+from miam.data.files_io import Encoder, Sites, Standardizer, Vocabulary, few
 from miam.data.files_schema import RasterSection
 from miam.data.spec import ModalitySpec
 from miam.errors import DataFormatError, DatasetNotFoundError
@@ -206,6 +206,9 @@ class RasterLayers:
             parts.append(f.read(bands, r0, c0, size, progress, f"read {f.path.name}"))
         return np.concatenate(parts, axis=1)
 
+    def describe(self) -> str:
+        return few([f.path.name for f in self.files])
+
     def outside(self, sites: Sites) -> list[tuple[str, int]]:
         """Per file, how many sites fall outside it."""
         out = []
@@ -235,26 +238,19 @@ class RasterValues(Encoder):
     def raw(self, sites: Sites, path: Any = None) -> np.ndarray:
         return layers_for(self, path).values(sites, 1, self.progress)[:, :, :1, 0].astype(np.float64)
 
-    def _text(self, raw: np.ndarray) -> np.ndarray:
-        v = raw[:, :, 0]
-        text = np.where(np.isfinite(v), np.char.mod("%g", np.nan_to_num(v)), None).astype(object)
-        return text
-
     def fit(self, raw: np.ndarray) -> None:
         if self.categorical:
-            self.vocab.fit(self._text(raw))
+            self.vocab.fit(class_text(raw[:, :, 0]))
         else:
             self.scaler.fit(raw)
 
     def transform(self, raw: np.ndarray) -> np.ndarray:
         if not self.categorical:
             return self.scaler.transform(raw)
+        return self.vocab.transform(class_text(raw[:, :, 0]), unseen_classes(self.layers.names, "point"))[..., None]
 
-        def unseen(j: int, n: int, examples: list) -> None:
-            warnings.warn(f"raster {self.layers.names[j]!r}: {n} point(s) with a class unseen in training "
-                          f"(e.g. {examples}); those tokens are hidden.", stacklevel=4)
-
-        return self.vocab.transform(self._text(raw), unseen)[..., None]
+    def describe(self) -> str:
+        return self.layers.describe()
 
     def hidden_note(self, sites: Sites, raw: np.ndarray) -> str | None:
         outside = dict(self.layers.outside(sites))
@@ -270,29 +266,51 @@ class RasterValues(Encoder):
 
 
 class RasterPatches(Encoder):
-    """An N x N pixel patch of every layer centred on the site, cut into image tokens."""
+    """An N x N pixel patch of every layer centred on the site, cut into image tokens.
+
+    Categorical layers (land cover) become one channel per class seen in training, 1 where
+    the pixel holds that class (one-hot); a pixel on nodata or of an unseen class hides its token.
+    """
 
     def __init__(self, sec: RasterSection, layers: RasterLayers, progress: bool = True) -> None:
         self.name, self.source, self.layers, self.progress = sec.name, sec.name, layers, progress
         self.size = int(sec.patch)
         self.token = int(sec.token_size or sec.patch)
+        self.categorical = sec.categorical
         self.scaler = Standardizer((1, 3, 4))  # one statistic per channel
+        self.vocab = Vocabulary()
         self.replaced: dict[tuple[str, ...], RasterLayers] = {}
 
     @property
     def spec(self) -> ModalitySpec:
         g = self.size // self.token
-        return ModalitySpec(self.name, "image", g * g, (len(self.layers.names), self.token, self.token),
-                            patch_names(g, g), grid=(g, g))
+        channels = sum(self.vocab.sizes) if self.categorical else len(self.layers.names)
+        return ModalitySpec(self.name, "image", g * g, (channels, self.token, self.token), patch_names(g, g),
+                            grid=(g, g))
 
     def raw(self, sites: Sites, path: Any = None) -> np.ndarray:
         return patchify(layers_for(self, path).values(sites, self.size, self.progress), self.token)
 
+    @staticmethod
+    def _pixels(raw: np.ndarray) -> np.ndarray:
+        """``[N, T, L, t, t]`` -> every pixel's class of each layer ``[N * T * t * t, L]``."""
+        return np.moveaxis(raw, 2, -1).reshape(-1, raw.shape[2])
+
     def fit(self, raw: np.ndarray) -> None:
-        self.scaler.fit(raw)
+        if self.categorical:
+            self.vocab.fit(class_text(self._pixels(raw)))
+        else:
+            self.scaler.fit(raw)
 
     def transform(self, raw: np.ndarray) -> np.ndarray:
-        return self.scaler.transform(raw)
+        if not self.categorical:
+            return self.scaler.transform(raw)
+        codes = self.vocab.transform(class_text(self._pixels(raw)), unseen_classes(self.layers.names, "pixel"))
+        n, t, _, a, b = raw.shape
+        return np.moveaxis(one_hot(codes, self.vocab.sizes).reshape(n, t, a, b, -1), -1, 2)
+
+    def describe(self) -> str:
+        return f"{self.layers.describe()}: {self.size} x {self.size} px" + (", one-hot" if self.categorical else "")
 
     def hidden_note(self, sites: Sites, raw: np.ndarray) -> str | None:
         hidden = np.isnan(raw).reshape(*raw.shape[:2], -1).any(axis=2)
@@ -301,6 +319,36 @@ class RasterPatches(Encoder):
         off = ", ".join(f"{name}: {n}" for name, n in self.layers.outside(sites) if n)
         return (f"{int(hidden.sum())} patch tokens touch nodata or the raster's edge"
                 + (f" (sites outside: {off})" if off else ""))
+
+
+def class_text(values: np.ndarray) -> np.ndarray:
+    """Class codes ``[M, L]`` (NaN: missing) as text, ``3.0`` -> ``'3'``; None where missing."""
+    return np.where(np.isfinite(values), np.char.mod("%g", np.nan_to_num(values)), None).astype(object)
+
+
+def unseen_classes(names: Sequence[str], what: str):
+    """The :meth:`Vocabulary.transform` callback warning about classes unseen in training, naming the layer."""
+    def warn(j: int, n: int, examples: list) -> None:
+        warnings.warn(f"raster {names[j]!r}: {n} {what}(s) with a class unseen in training (e.g. {examples}); "
+                      f"those tokens are hidden.", stacklevel=5)
+    return warn
+
+
+def one_hot(codes: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
+    """Level indices ``[M, L]`` (NaN: missing) -> float32 ``[M, sum(sizes)]``: one block of channels per layer,
+    all NaN where its code is missing.
+
+    Example:
+        >>> one_hot(np.array([[1.0, 0.0], [np.nan, 1.0]]), (3, 2)).tolist()
+        [[0.0, 1.0, 0.0, 1.0, 0.0], [nan, nan, nan, 0.0, 1.0]]
+    """
+    out = np.zeros((len(codes), sum(sizes)), dtype=np.float32)
+    start = np.cumsum([0, *sizes[:-1]])
+    for j, (a, k) in enumerate(zip(start, sizes)):
+        ok = np.isfinite(codes[:, j])
+        out[np.flatnonzero(ok), a + codes[ok, j].astype(np.int64)] = 1.0
+        out[~ok, a:a + k] = np.nan
+    return out
 
 
 def layers_for(enc: RasterValues | RasterPatches, paths: Any) -> RasterLayers:
@@ -317,9 +365,6 @@ def raster_encoder(sec: RasterSection, root: Path, progress: bool = True) -> Enc
     """Values or patches, as the section asks."""
     layers = RasterLayers(sec, root)
     if sec.patch is not None:
-        if sec.categorical:
-            raise DataFormatError(f"raster {sec.name!r}: categorical layers are read as values (one class per "
-                                  f"token), not patches; drop 'patch' or 'categorical'.")
         return RasterPatches(sec, layers, progress)
     return RasterValues(sec, layers, progress)
 

@@ -106,19 +106,42 @@ class PresenceOnlySection(Section):
 
 
 @dataclass
+class SpeciesTableSection(Section):
+    """Wide species columns of another table than the sites table, joined on the site id."""
+
+    required: ClassVar = ("path",)
+    lists: ClassVar = ("columns",)
+    path: str | None = None
+    #: site id column (default: the sites table's id column name)
+    id: str | None = None
+    #: names or glob patterns (default: every column but the id)
+    columns: list[str] | None = None
+
+
+@dataclass
 class TargetsSection(Section):
     """What to predict: give exactly one of ``species``, ``occurrences``, ``label``, ``presence_only``."""
 
     nested: ClassVar = {"occurrences": OccurrencesSection, "presence_only": PresenceOnlySection}
     lists: ClassVar = ("species",)
-    #: wide species columns of the sites table (names or glob patterns); value > 0 is a presence
-    species: list[str] | None = None
+    #: wide species columns (value > 0 is a presence): names or glob patterns of the sites table's
+    #: columns, or ``{path, id, columns}`` for another table
+    species: list[str] | SpeciesTableSection | None = None
     occurrences: OccurrencesSection | None = None
     #: one column of the sites table holding a class label (multiclass task)
     label: str | None = None
     presence_only: PresenceOnlySection | None = None
     #: species with fewer presences (over all sites) are dropped, with a note
     min_presences: int = 1
+    #: species with fewer absences (over all sites) are dropped, with a note
+    min_absences: int = 0
+
+    @classmethod
+    def parse(cls, value: Any, where: str) -> TargetsSection:
+        out = super().parse(value, where)
+        if isinstance(out.species, Mapping):
+            out.species = SpeciesTableSection.parse(out.species, f"{where}.species")
+        return out
 
     @property
     def mode(self) -> str:
@@ -172,7 +195,8 @@ class RasterSection(Section):
     patch: int | None = None
     #: side of one image token, in pixels (default: N, one token per patch)
     token_size: int | None = None
-    #: the layers hold classes (land cover): an embedding per class, not a number
+    #: the layers hold classes (land cover), not numbers: an embedding per class, or with ``patch``
+    #: one channel per class (one-hot)
     categorical: bool = False
 
 

@@ -9,17 +9,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from miam.data.files_io import Sites, align_rows, id_text, need_columns, read_table, select_columns, site_ids
+from miam.data.files_io import (Sites, align_rows, id_text, need_columns, read_table, resolve_column,
+                                select_columns, site_ids)
 from miam.data.files_rasters import RasterFile, RasterLayers, draw_background
-from miam.data.files_schema import OccurrencesSection, PresenceOnlySection
+from miam.data.files_schema import OccurrencesSection, PresenceOnlySection, SpeciesTableSection
 from miam.errors import DataFormatError
 
 #: coordinate column pairs tried in order when x/y are not given
 COORD_PAIRS = (("lon", "lat"), ("longitude", "latitude"), ("decimalLongitude", "decimalLatitude"), ("x", "y"))
 
 
-def coord_columns(df: pd.DataFrame, x: str | None, y: str | None, path: Path) -> tuple[str, str]:
-    """The x/y columns: as given, else the first pair of :data:`COORD_PAIRS` present."""
+def coord_columns(df: pd.DataFrame, x: str | None, y: str | None, path: Path,
+                  needed_by: str | None) -> tuple[str, str] | None:
+    """The x/y columns: as given, else the first pair of :data:`COORD_PAIRS` present.
+
+    Args:
+        needed_by: what needs coordinates, for the error when there are none (None: they
+            are optional and None is returned).
+    """
     if x is not None or y is not None:
         need_columns(df, [c for c in (x, y) if c is not None], path, "coordinate")
         if x is None or y is None:
@@ -28,8 +35,10 @@ def coord_columns(df: pd.DataFrame, x: str | None, y: str | None, path: Path) ->
     for pair in COORD_PAIRS:
         if all(c in df.columns for c in pair):
             return pair
-    raise DataFormatError(f"{path}: no coordinate columns; name them with x and y (tried "
-                          f"{[list(p) for p in COORD_PAIRS]}; columns are {[str(c) for c in df.columns][:15]}).")
+    if needed_by is None:
+        return None
+    raise DataFormatError(f"{path}: no coordinate columns, needed by {needed_by}; name them with x and y "
+                          f"(tried {[list(p) for p in COORD_PAIRS]}; columns are {[str(c) for c in df.columns][:15]}).")
 
 
 def coordinates(df: pd.DataFrame, x: str, y: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -65,12 +74,31 @@ def wide_targets(df: pd.DataFrame, patterns: Sequence[str], path: Path) -> tuple
     return out, columns
 
 
+def table_targets(sec: SpeciesTableSection, root: Path, ids: np.ndarray, default_id: str,
+                  sites_label: str) -> tuple[np.ndarray, list[str]]:
+    """Wide species columns of another table -> 0/1 ``[N, S]`` in the order of the sites ``ids``.
+
+    Raises:
+        DataFormatError: a site without a row (naming how many and some ids), or a bad cell.
+    """
+    path = root / sec.path
+    df = read_table(path)
+    id_col = resolve_column(df, default_id if sec.id is None else sec.id, path, "id")
+    rows = align_rows(site_ids(df, id_col, path), ids, path, sites_label, strict=True)
+    if (rows < 0).any():
+        lost = ids[rows < 0]
+        raise DataFormatError(f"{path}: {len(lost)} site(s) of {sites_label} have no row in column {id_col!r} (e.g. "
+                              f"{list(lost[:3])}); every site needs its species values (0 for an absence).")
+    target, names = wide_targets(df.drop(columns=[id_col]), sec.columns, path)
+    return target[rows], names
+
+
 def occurrence_targets(sec: OccurrencesSection, root: Path, ids: np.ndarray, default_id: str,
                        sites_label: str) -> tuple[np.ndarray, list[str]]:
     """A long table of (site, species) presences -> 0/1 ``[N, S]`` over the sites ``ids``."""
     path = root / sec.path
     df = read_table(path)
-    id_col = sec.id or default_id
+    id_col = default_id if sec.id is None else sec.id
     occ_ids = site_ids(df, id_col, path, unique=False)
     need_columns(df, [sec.species], path, "species")
     species = df[sec.species]
@@ -100,18 +128,33 @@ def label_targets(df: pd.DataFrame, column: str, path: Path) -> tuple[np.ndarray
     return pd.Index(names).get_indexer(text).astype(np.int64), names
 
 
-def drop_rare(target: np.ndarray, names: list[str], min_presences: int,
-              notes: list[str]) -> tuple[np.ndarray, list[str]]:
-    """Drop species with fewer than ``min_presences`` presences, noting how many went."""
-    counts = target.sum(axis=0)
-    keep = counts >= max(1, min_presences)
-    if not keep.all():
-        gone = [n for n, k in zip(names, keep) if not k]
-        notes.append(f"{len(gone)} species with fewer than {max(1, min_presences)} presence(s) dropped "
-                     f"(e.g. {gone[:5]}).")
+def drop_rare(target: np.ndarray, names: list[str], min_presences: int, min_absences: int,
+              notes: list[str]) -> tuple[np.ndarray, list[str], dict[str, str]]:
+    """Drop species with fewer than ``min_presences`` presences or ``min_absences`` absences.
+
+    Returns:
+        the kept targets and names, and ``{dropped species: why}`` (also summed up in ``notes``).
+
+    Example:
+        >>> t = np.array([[1, 1, 0], [0, 1, 0], [0, 1, 1]], dtype=np.float32)
+        >>> drop_rare(t, ["a", "b", "c"], 1, 1, [])[1:]
+        (['a', 'c'], {'b': '0 absence(s)'})
+    """
+    presences = target.sum(axis=0).astype(int)
+    absences = len(target) - presences
+    few_p, few_a = presences < max(1, min_presences), absences < min_absences
+    dropped = {n: f"{p} presence(s)" if fp else f"{a} absence(s)"
+               for n, p, a, fp, fa in zip(names, presences, absences, few_p, few_a) if fp or fa}
+    for mask, limit, what in ((few_p, max(1, min_presences), "presence"), (few_a & ~few_p, min_absences, "absence")):
+        if mask.any():
+            gone = [n for n, m in zip(names, mask) if m]
+            notes.append(f"{len(gone)} species with fewer than {limit} {what}(s) dropped: {gone[:20]}"
+                         f"{' ...' if len(gone) > 20 else ''}.")
+    keep = ~(few_p | few_a)
     if not keep.any():
-        raise DataFormatError(f"No species has {max(1, min_presences)} presence(s); nothing to learn.")
-    return target[:, keep], [n for n, k in zip(names, keep) if k]
+        raise DataFormatError(f"No species has {max(1, min_presences)} presence(s) and {min_absences} absence(s); "
+                              f"nothing to learn (targets.min_presences, targets.min_absences).")
+    return target[:, keep], [n for n, k in zip(names, keep) if k], dropped
 
 
 def presence_only_sites(sec: PresenceOnlySection, root: Path, ref: RasterFile, layers: Sequence[RasterLayers],
@@ -129,7 +172,7 @@ def presence_only_sites(sec: PresenceOnlySection, root: Path, ref: RasterFile, l
     """
     path = root / sec.path
     df = read_table(path)
-    x_col, y_col = coord_columns(df, sec.x, sec.y, path)
+    x_col, y_col = coord_columns(df, sec.x, sec.y, path, "presence-only records")
     x, y = coordinates(df, x_col, y_col, path)
     need_columns(df, [sec.species], path, "species")
     species = id_text(df[sec.species])

@@ -21,6 +21,7 @@ from miam.data.batch import MultimodalBatch
 from miam.data.dataset import MultimodalDataset, SplitView
 from miam.data.spec import ModalitySpec, TaskSpec
 from miam.errors import ConfigError, InvalidParameterError, check_choice, check_names
+from miam.explain.configs import InputConfig
 from miam.explain.robustness import robustness_curves, summarize_curves
 from miam.explain.shapley import OTHERS, ShapleyModalities, ShapleyResult, ShapleyTokens, n_samples
 from miam.explain.subsets import SubsetEvaluator, all_subsets, summarize_subsets
@@ -128,6 +129,7 @@ def explain_model(
     max_samples: int | None = None,
     progress: bool = True,
     description: str = "",
+    configs: Sequence[InputConfig] = (),
 ) -> Explanation:
     """Subset table, robustness curves and Shapley values (global, on the task metric) of ``model``.
 
@@ -145,6 +147,8 @@ def explain_model(
         max_samples: explain a random subset of this many samples (the cost of token
             Shapley values grows with samples x permutations x tokens).
         description: a line about the model and data, shown in the report.
+        configs: named input configurations (:func:`miam.explain.configs.resolve_configs`),
+            scored beside the subsets; their mean is ``avg_paper_configs``.
     """
     task = task or model.task
     check_choice("explain_model", "others", others, OTHERS)
@@ -157,7 +161,7 @@ def explain_model(
     seconds = {}
     start = time.perf_counter()
     evaluator = SubsetEvaluator(model, task, groups, batch_size)
-    table = evaluator.evaluate(data, all_subsets(evaluator.names))
+    table = evaluator.evaluate(data, all_subsets(evaluator.names), configs)
     summary = summarize_subsets(table, evaluator.names)
     seconds["subsets"] = time.perf_counter() - start
 

@@ -28,6 +28,7 @@ from miam.explain.plots import (
     plot_token_shapley,
 )
 from miam.explain.robustness import area_under_curves
+from miam.explain.subsets import headline
 
 _CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
@@ -86,13 +87,19 @@ def write_report(expl: Explanation, out_dir: str | Path, title: str = "miam expl
     if expl.description:
         parts.append(_p(expl.description, "lead"))
     parts.append(_p(f"{expl.n_samples} held-out samples; metric: {metric}; modalities: "
-                    f"{', '.join(expl.group_names)}. Full input {s['full']:.4f}; mean over all "
-                    f"{len(expl.subsets)} non-empty modality subsets (avg_modality_subsets) "
-                    f"{s['avg_modality_subsets']:.4f}.", "lead"))
+                    f"{', '.join(expl.group_names)}. Scores: {headline(s)}.", "lead"))
 
+    subsets = expl.subsets[expl.subsets["kind"] == "subset"]
+    configs = expl.subsets[expl.subsets["kind"] == "config"]
     parts.append("<h2>1. Score on every modality subset</h2>")
-    parts.append(_img(plot_subsets(expl.subsets, chance), "subset scores"))
-    parts.append(_table(expl.subsets[["subset", "n_modalities", "metric", "value", "n"]]))
+    parts.append(_img(plot_subsets(subsets, chance), "subset scores"))
+    parts.append(_table(subsets[["subset", "n_modalities", "n_tokens", "metric", "value", "n"]]))
+    if len(configs):
+        parts.append(_p(f"The {len(configs)} named input configurations of the dataset's config "
+                        f"(evaluation.configs); their plain mean is avg_paper_configs "
+                        f"{s['avg_paper_configs']:.4f}."))
+        parts.append(_table(configs[["subset", "n_modalities", "n_tokens", "metric", "value", "n"]]
+                            .rename(columns={"subset": "configuration"})))
 
     parts.append("<h2>2. Robustness to missing tokens</h2>")
     parts.append(_img(plot_robustness(expl.curves_summary, chance, metric), "robustness curves"))

@@ -14,8 +14,9 @@ from torch import Tensor
 from miam.data.batch import MultimodalBatch
 from miam.data.spec import ModalitySpec, TaskSpec
 from miam.errors import InvalidParameterError, ShapeError
+from miam.explain.configs import InputConfig
 from miam.models.chunked import forward_subsets_chunked
-from miam.scores import METRIC_NAMES, task_score
+from miam.scores import METRIC_NAMES, samples_f1_topk, task_score
 
 Subset = Sequence[str] | Tensor
 
@@ -154,28 +155,76 @@ class SubsetEvaluator:
         logits, target = self.predict(data, self.masks(subsets))
         return torch.tensor([task_score(lg, target, self.task) for lg in logits], dtype=torch.float64)
 
-    def evaluate(self, data: Any, subsets: Iterable[Subset] | None = None) -> pd.DataFrame:
-        """A tidy table (subset, n_modalities, metric, value, n); default: all non-empty subsets."""
+    def evaluate(self, data: Any, subsets: Iterable[Subset] | None = None, configs: Sequence[InputConfig] = (),
+                 top_k_f1: int | None = None) -> pd.DataFrame:
+        """A tidy table, one row per subset and then one per named configuration.
+
+        Columns: ``kind`` (``subset``, ``mask`` or ``config``), ``subset`` (the modality
+        subset's label, or the configuration's name), ``n_modalities`` (modalities with a
+        visible token), ``n_tokens`` (visible tokens), ``metric``, ``value``, ``n`` and, with
+        ``top_k_f1`` on a multilabel task, ``f1_top<k>`` (:func:`miam.scores.samples_f1_topk`).
+        All masks run in one batched sweep. Default subsets: every non-empty one.
+        """
         subsets = all_subsets(self.names) if subsets is None else list(subsets)
-        values = self.scores(data, subsets)
+        masks = self.masks([*subsets, *[c.mask for c in configs]])
+        logits, target = self.predict(data, masks)
+        f1_column = None
+        if top_k_f1 is not None:
+            if self.task.kind != "multilabel":
+                raise InvalidParameterError(f"top_k_f1 scores species lists of a multilabel task; this task is "
+                                            f"{self.task.kind!r} (set evaluation.top_k_f1: null).")
+            f1_column = f"f1_top{top_k_f1}"
         metric = METRIC_NAMES[self.task.kind]
         n = len(data) if hasattr(data, "__len__") and not isinstance(data, MultimodalBatch) else None
+        labels = [("subset", subset_label([sub] if isinstance(sub, str) else sub)) if not isinstance(sub, Tensor)
+                  else ("mask", "mask") for sub in subsets] + [("config", c.name) for c in configs]
         rows = []
-        for sub, v in zip(subsets, values.tolist()):
-            named = not isinstance(sub, Tensor)
-            rows.append({
-                "subset": subset_label([sub] if isinstance(sub, str) else sub) if named else "mask",
-                "n_modalities": (1 if isinstance(sub, str) else len(sub)) if named else np.nan,
-                "metric": metric, "value": v, "n": n,
-            })
+        for (kind, label), mask, lg in zip(labels, masks, logits):
+            row = {"kind": kind, "subset": label,
+                   "n_modalities": int(self.token_group[mask.cpu()].unique().numel()),
+                   "n_tokens": int(mask.sum()), "metric": metric, "value": task_score(lg, target, self.task), "n": n}
+            if f1_column:
+                row[f1_column] = float(samples_f1_topk(torch.sigmoid(lg), target, top_k_f1))
+            rows.append(row)
         return pd.DataFrame(rows)
 
 
+def headline_columns(names: Sequence[str], summary: Mapping[str, Any] | Iterable[str]) -> list[str]:
+    """The scores every table leads with: ``full``, each modality (group) alone,
+    ``avg_modality_subsets`` and, where the summary has it, ``avg_paper_configs``.
+
+    Example:
+        >>> headline_columns(["env", "sat"], {"full": 0.8, "avg_paper_configs": 0.7})
+        ['full', 'env', 'sat', 'avg_modality_subsets', 'avg_paper_configs']
+    """
+    return ["full", *names, "avg_modality_subsets", *[k for k in ("avg_paper_configs",) if k in summary]]
+
+
+def headline(summary: Mapping[str, float]) -> str:
+    """One line: the full-input score and both averages (the second only with named configurations)."""
+    line = (f"full input {summary['full']:.4f} | mean over all non-empty modality subsets "
+            f"(avg_modality_subsets) {summary['avg_modality_subsets']:.4f}")
+    if "avg_paper_configs" in summary:
+        n = sum(k.startswith("config:") and "/" not in k for k in summary)
+        line += f" | mean over the {n} named configurations (avg_paper_configs) {summary['avg_paper_configs']:.4f}"
+    return line
+
+
 def summarize_subsets(table: pd.DataFrame, names: Sequence[str]) -> dict[str, float]:
-    """Full-input score, each single modality, and the mean over all non-empty modality subsets."""
-    by = dict(zip(table["subset"], table["value"]))
-    out = {"full": by[subset_label(names)]}
-    out.update({m: by[m] for m in names})
-    named = table[table["subset"] != "none"]
-    out["avg_modality_subsets"] = float(named["value"].mean())
+    """Full-input score, each single modality, the mean over all non-empty modality subsets and,
+    when the table holds named configurations, their plain mean ``avg_paper_configs`` and each
+    one as ``config:<name>``. Extra metric columns (``f1_top<k>``) are summarised the same way,
+    as ``<key>/<column>``."""
+    subsets = table[table["kind"] == "subset"]
+    configs = table[table["kind"] == "config"]
+    extra = [c for c in table.columns if c.startswith("f1_top")]
+    out: dict[str, float] = {}
+    for column, suffix in [("value", ""), *[(c, f"/{c}") for c in extra]]:
+        by = dict(zip(subsets["subset"], subsets[column]))
+        out[f"full{suffix}"] = float(by[subset_label(names)])
+        out.update({f"{m}{suffix}": float(by[m]) for m in names})
+        out[f"avg_modality_subsets{suffix}"] = float(subsets[column].mean())
+        if len(configs):
+            out[f"avg_paper_configs{suffix}"] = float(configs[column].mean())
+            out.update({f"config:{c}{suffix}": float(v) for c, v in zip(configs["subset"], configs[column])})
     return out

@@ -271,6 +271,16 @@ def get_strategy(name: str, modalities: Sequence[str], **params: Any) -> Masking
         >>> s.sample(4, torch.Generator().manual_seed(0)).shape
         torch.Size([4, 3])
     """
+    return strategy_class(name)(modalities, **params)
+
+
+def strategy_class(name: str) -> type[MaskingStrategy]:
+    """The class registered under ``name`` (or a paper alias); an unknown name lists the valid ones.
+
+    Example:
+        >>> sorted(strategy_class("dropout")._parameter_constraints)
+        ['q']
+    """
     key = ALIASES.get(name, name)
     if key not in _STRATEGIES:
         close = [n for n in _STRATEGIES if n[:3] == str(name)[:3]]
@@ -278,7 +288,7 @@ def get_strategy(name: str, modalities: Sequence[str], **params: Any) -> Masking
         raise InvalidParameterError(
             f"Unknown masking strategy {name!r}; valid names are {list_strategies()}.{hint}"
         )
-    return _STRATEGIES[key](modalities, **params)
+    return _STRATEGIES[key]
 
 
 def expected_mean(w: Tensor, kappa: float) -> Tensor:
@@ -287,4 +297,4 @@ def expected_mean(w: Tensor, kappa: float) -> Tensor:
     return 0.5 / (1 + kappa / w) + 0.5 * kappa * w / (kappa * w + 1)
 
 
-__all__ = ["MaskingStrategy", "get_strategy", "list_strategies", "expected_mean", "ALIASES"]
+__all__ = ["MaskingStrategy", "get_strategy", "strategy_class", "list_strategies", "expected_mean", "ALIASES"]

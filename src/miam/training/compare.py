@@ -31,6 +31,7 @@ from miam.balance.methods import configure_model, get_method
 from miam.config import RunConfig
 from miam.data.dataset import MultimodalDataset
 from miam.data.registry import build_dataset
+from miam.explain.subsets import headline_columns, token_groups
 from miam.errors import ConfigError
 from miam.masking import ALIASES, list_strategies
 from miam.training.run import summarize, test_subsets, train
@@ -125,11 +126,11 @@ def execute(run: PlannedRun, dataset: MultimodalDataset, extra_callbacks: list |
     """Train one run (resuming from its ``last.ckpt`` if there is one), test it, write its result."""
     resumed = (run.out_dir / "checkpoints" / "last.ckpt").is_file()
     result = train(run.cfg, dataset=dataset, resume=True, extra_callbacks=extra_callbacks)
-    table = test_subsets(result)
+    table = test_subsets(result, run.cfg.evaluation)
     table.to_csv(run.out_dir / "test_subsets.csv", index=False)
     row = {"name": run.name, "kind": run.kind, "architecture": run.cfg.model.architecture, "seed": run.seed,
-           **summarize(result, table), "epochs": result.epochs, "train_seconds": result.seconds,
-           "resumed": resumed}
+           **summarize(result, table), "epochs": result.epochs, "hit_cap": not result.stopped_early,
+           "train_seconds": result.seconds, "resumed": resumed}
     _write_json(run.result_file, row)
     return row
 
@@ -140,8 +141,14 @@ class Comparison:
 
     runs: pd.DataFrame
     summary: pd.DataFrame
+    #: the modalities or, with ``data.groups``, the groups: the units the runs were scored on
     modalities: list[str]
     out_dir: Path
+
+    @property
+    def score_columns(self) -> list[str]:
+        """The summary's headline scores (:func:`miam.explain.subsets.headline_columns`)."""
+        return headline_columns(self.modalities, self.runs.columns)
 
 
 def compare(base: RunConfig, names: Sequence[str] | None = None, seeds: int = 3,
@@ -182,15 +189,14 @@ def compare(base: RunConfig, names: Sequence[str] | None = None, seeds: int = 3,
             f"{row['train_seconds']:.0f} s")
     table = pd.DataFrame(rows)
     table.to_csv(out / "runs.csv", index=False)
-    summary = summarize_runs(table, dataset.modalities)
+    units = token_groups(dataset.specs, base.data.groups)[0]
+    summary = summarize_runs(table, units)
     summary.to_csv(out / "summary.csv")
-    (out / "summary.md").write_text(markdown_report(summary, dataset, base, seeds))
-    plot_comparison(summary, dataset.modalities, out / "comparison.png", metric_name(dataset.task.kind))
+    (out / "summary.md").write_text(markdown_report(summary, dataset, base, seeds, units))
+    plot_comparison(summary, headline_columns(units, table.columns), out / "comparison.png",
+                    metric_name(dataset.task.kind))
     log(f"Tables and plot: {out.resolve()}")
-    return Comparison(table, summary, list(dataset.modalities), out)
-
-
-SCORE_COLUMNS = ("full", "avg_modality_subsets")
+    return Comparison(table, summary, units, out)
 
 
 def metric_name(kind: str) -> str:
@@ -199,28 +205,35 @@ def metric_name(kind: str) -> str:
 
 
 def summarize_runs(runs: pd.DataFrame, modalities: Sequence[str]) -> pd.DataFrame:
-    """Per name: mean and sd over seeds of each score, mean training seconds and epochs."""
-    cols = [SCORE_COLUMNS[0], *modalities, SCORE_COLUMNS[1]]
+    """Per name: mean and sd over seeds of each score (the headline scores, then each named
+    configuration), mean training seconds and epochs. ``modalities``: the units the runs were
+    scored on (the groups when ``data.groups`` is set)."""
+    cols = [*headline_columns(modalities, runs.columns), *[c for c in runs.columns if c.startswith("config:")]]
     grouped = runs.groupby("name", sort=False)
     stats = grouped[cols].agg(["mean", "std"])
     stats.columns = [f"{c}_{s}" for c, s in stats.columns]
     stats = stats.fillna({f"{c}_std": 0.0 for c in cols})
     info = grouped.agg(kind=("kind", "first"), architecture=("architecture", "first"), seeds=("seed", "count"),
-                       epochs=("epochs", "mean"), train_seconds=("train_seconds", "mean"))
+                       epochs=("epochs", "mean"), train_seconds=("train_seconds", "mean"),
+                       hit_cap=("hit_cap", "sum"))
     return info.join(stats)
 
 
-def markdown_report(summary: pd.DataFrame, dataset: MultimodalDataset, base: RunConfig, seeds: int) -> str:
+def markdown_report(summary: pd.DataFrame, dataset: MultimodalDataset, base: RunConfig, seeds: int,
+                    modalities: Sequence[str]) -> str:
     """The summary as a Markdown table, with the protocol it ran."""
     metric = metric_name(dataset.task.kind)
-    mods = list(dataset.modalities)
-    header = ["name", "model", "full", *mods, "avg. over subsets", "train s", "epochs"]
+    mods = list(modalities)
+    cols = headline_columns(mods, [c[:-len("_mean")] for c in summary.columns if c.endswith("_mean")])
+    header = ["name", "model", *cols, "train s", "epochs"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, row in summary.iterrows():
-        cells = [f"{row[f'{c}_mean']:.4f} ± {row[f'{c}_std']:.4f}" for c in ["full", *mods, "avg_modality_subsets"]]
+        cells = [f"{row[f'{c}_mean']:.4f} ± {row[f'{c}_std']:.4f}" for c in cols]
         lines.append("| " + " | ".join([str(name), str(row["architecture"]), *cells,
                                         f"{row['train_seconds']:.1f}", f"{row['epochs']:.1f}"]) + " |")
     t = base.trainer
+    n_configs = len(base.evaluation.configs)
+    hit_cap = int(summary["hit_cap"].sum())
     sizes = {s: len(dataset.split(s)) for s in ("train", "val", "test")}
     protocol = (
         f"Test {metric}, mean ± sd over {seeds} seed(s) (trainer seeds {t.seed}..{t.seed + seeds - 1}). "
@@ -230,23 +243,28 @@ def markdown_report(summary: pd.DataFrame, dataset: MultimodalDataset, base: Run
         f"{base.data.batch_size}, AdamW lr {base.optim.lr}, weight decay {base.optim.weight_decay}. The "
         f"checkpoint is selected on validation only; the test split is read after training. Masking strategies "
         f"train the `{base.model.architecture}` model; balancing methods and `{PLAIN}` train the late-fusion "
-        f"model (same width and depth per encoder) without masking. 'avg. over subsets' is the mean over all "
-        f"{2 ** len(mods) - 1} non-empty modality subsets; 'train s' is the training time of a run (only its "
-        f"last part for a resumed run)."
+        f"model (same width and depth per encoder) without masking. `avg_modality_subsets` is the mean over all "
+        f"{2 ** len(mods) - 1} non-empty modality subsets"
+        + (f"; `avg_paper_configs` the plain mean over the {n_configs} named input configurations of "
+           f"`evaluation.configs`" if n_configs else "")
+        + f". {hit_cap} of {int(summary['seeds'].sum())} runs reached the epoch cap without early stopping. "
+        f"'train s' is the training time of a run (only its last part for a resumed run)."
     )
     return f"# Comparison\n\n{protocol}\n\n" + "\n".join(lines) + "\n"
 
 
-def plot_comparison(summary: pd.DataFrame, modalities: Sequence[str], path: str | Path,
+def plot_comparison(summary: pd.DataFrame, columns: Sequence[str], path: str | Path,
                     metric: str = "score") -> None:
-    """Grouped bars per name: full input, each modality alone, mean over subsets (± sd)."""
+    """Grouped bars per name, one per headline score (``columns``: full input, each modality
+    alone, the averages; :func:`miam.explain.subsets.headline_columns`), ± sd."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = ["full", *modalities, "avg_modality_subsets"]
-    labels = ["full", *modalities, "avg. subsets"]
+    cols = list(columns)
+    short = {"avg_modality_subsets": "avg. subsets", "avg_paper_configs": "avg. configs"}
+    labels = [short.get(c, c) for c in cols]
     x = np.arange(len(summary))
     width = 0.8 / len(cols)
     fig, ax = plt.subplots(figsize=(min(16.0, 2.0 + 1.2 * len(summary)), 4.2))

@@ -5,7 +5,8 @@ column). For each fold, validation blocks are carved from the *other* folds (nev
 the test fold), one miam run trains on the rest (:func:`miam.training.run.train`, so it
 is resumable: a fold whose result files exist is skipped, an interrupted one resumes
 from its ``last.ckpt``), and the test fold is scored with the full input, every
-non-empty modality subset and the subsets chosen on validation
+non-empty modality subset, the named configurations of ``evaluation.configs``
+(``config:<name>``) and the subsets chosen on validation
 (:mod:`miam.training.inputs`). ``baselines=True`` fits scikit-learn's
 ``HistGradientBoostingClassifier`` and ``LogisticRegression`` per species on the same
 training folds and the same inputs flattened to columns.
@@ -37,6 +38,7 @@ from miam.config import RunConfig
 from miam.data.dataset import MultimodalDataset, spatial_block_split
 from miam.data.registry import build_dataset
 from miam.errors import ConfigError, InvalidParameterError, check_choice
+from miam.explain.configs import InputConfig, resolve_configs
 from miam.explain.subsets import SubsetEvaluator, all_subsets, subset_label
 from miam.training.inputs import BEST, chosen_checkpoint, species_auroc, subsets_for
 from miam.training.module import MiamModule
@@ -190,19 +192,24 @@ def score_rows(fold: int, probs: dict[str, np.ndarray], target: np.ndarray,
     return rows
 
 
-def subset_probs(module: Any, groups: Any, data: Any, batch_size: int = 512) -> dict[str, np.ndarray]:
-    """Probabilities of a trained model on ``data`` under every non-empty modality subset, by subset label."""
+def subset_probs(module: Any, groups: Any, data: Any, batch_size: int = 512,
+                 configs: Sequence[InputConfig] = ()) -> dict[str, np.ndarray]:
+    """Probabilities of a trained model on ``data`` under every non-empty modality subset (by subset
+    label) and every named configuration of ``evaluation.configs`` (as ``config:<name>``)."""
     evaluator = SubsetEvaluator(module.model.cpu(), module.task, groups, batch_size=batch_size)
     subsets = all_subsets(evaluator.names)
-    logits, _ = evaluator.predict(data, evaluator.masks(subsets))
-    return dict(zip(map(subset_label, subsets), torch.sigmoid(logits).double().numpy()))
+    masks = evaluator.masks([*subsets, *(c.mask for c in configs)])
+    logits, _ = evaluator.predict(data, masks)
+    labels = [*map(subset_label, subsets), *(f"config:{c.name}" for c in configs)]
+    return dict(zip(labels, torch.sigmoid(logits).double().numpy()))
 
 
-def miam_probs(result: TrainResult, groups: Any, data: Any, batch_size: int = 512) -> dict[str, np.ndarray]:
-    """Probabilities of a trained run on ``data``, keyed ``"miam|<input>"``: the full input and every
-    modality subset, and the inputs chosen on validation (``best``, ``best-per-species``) with the
-    weights of the checkpoint they were chosen with (``result.inputs``)."""
-    probs = subset_probs(result.module, groups, data, batch_size)
+def miam_probs(result: TrainResult, groups: Any, data: Any, batch_size: int = 512,
+               configs: Sequence[InputConfig] = ()) -> dict[str, np.ndarray]:
+    """Probabilities of a trained run on ``data``, keyed ``"miam|<input>"``: the full input, every
+    modality subset and named configuration, and the inputs chosen on validation (``best``,
+    ``best-per-species``) with the weights of the checkpoint they were chosen with (``result.inputs``)."""
+    probs = subset_probs(result.module, groups, data, batch_size, configs)
     full = subset_label(result.module.group_names)
     out = {f"miam|{'full' if label == full else label}": p for label, p in probs.items()}
     choice = result.inputs
@@ -370,7 +377,8 @@ def _train_fold(cfg: RunConfig, ds: MultimodalDataset, splits: dict[str, np.ndar
     result = train(cfg.replace(out_dir=str(fold_dir)), dataset=fold_ds, resume=True,
                    extra_callbacks=extra_callbacks(fold) if extra_callbacks else None)
     np.savez(fold_dir / "splits.npz", **result.dataset.splits)
-    return miam_probs(result, cfg.data.groups, result.dataset.split("test"), cfg.data.eval_batch_size)
+    configs = resolve_configs(ds.specs, cfg.evaluation.configs, cfg.data.groups)
+    return miam_probs(result, cfg.data.groups, result.dataset.split("test"), cfg.data.eval_batch_size, configs)
 
 
 def plot_cv(summary: pd.DataFrame, scores: pd.DataFrame, path: Path, title: str) -> None:

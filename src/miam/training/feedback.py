@@ -23,7 +23,7 @@ class ImbalanceFeedback(L.Callback):
         if trainer.sanity_checking or pl_module.tracker is None:
             return
         tracker = pl_module.tracker
-        weights = tracker.update({m: scores[m] for m in pl_module.group_names})
+        weights = tracker.update({m: scores[m] for m in pl_module.group_names}, pl_module.val_standard_errors_)
         weights = trainer.strategy.broadcast(weights, src=0)
         tracker.weights_ = torch.as_tensor(weights, dtype=torch.float64)
         pl_module.strategy.set_weights(tracker.weights_.float())

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from miam.balance import ImbalanceTracker, get_method
 from miam.balance.methods import StepContext, configure_model
+from miam.balance.methods.functional import all_reduce_max, all_reduce_sum, local_sum
 from miam.data.batch import MultimodalBatch
 from miam.data.spec import ModalitySpec, TaskSpec
 from miam.errors import ConfigError
@@ -22,7 +23,33 @@ from miam.explain.subsets import token_groups
 from miam.masking import get_strategy, token_mask
 from miam.models import TaskLoss, build_model
 from miam.models.chunked import forward_subsets_chunked
-from miam.scores import make_metric
+from miam.scores import chance_level, make_metric
+
+
+def score_baseline(value: float | str, task: TaskSpec) -> float:
+    """``masking.score_baseline`` as a number: ``"chance"`` follows the task's metric (AUROC 0.5,
+    top-1 1/C; :func:`miam.scores.chance_level`). A number that is not the metric's chance level
+    is kept, with a warning that names the chance level, so 0.5 on an accuracy is never silent."""
+    if value == "chance":
+        try:
+            return chance_level(task)
+        except ValueError as e:
+            raise ConfigError(f"masking.score_baseline: 'chance': {e}") from None
+    if isinstance(value, str) or not 0.0 <= float(value) < 1.0:
+        raise ConfigError(f"masking.score_baseline must be 'chance' or a number in [0, 1), got {value!r}.")
+    value = float(value)
+    try:
+        chance = chance_level(task)
+    except ValueError:
+        return value
+    if value not in (0.0, chance):
+        warnings.warn(f"masking.score_baseline={value} is not the chance level of the {task.kind} score "
+                      f"({chance:.4g}); set score_baseline: chance to follow the metric.", UserWarning, stacklevel=3)
+    return value
+
+
+#: the random stream of the balancing methods' draws, the same on every rank
+BALANCE_STREAM = 20_000
 
 
 def step_seed(seed: int, step: int, stream: int) -> int:
@@ -44,7 +71,8 @@ class MiamModule(L.LightningModule):
         specs: ``ModalitySpec.to_dict()`` per modality.
         task: ``TaskSpec.to_dict()``.
         model: keyword arguments of :func:`miam.models.build_model`.
-        masking: ``{"strategy": name, "params": {...}, "per_sample": bool, "eps", "window", "clamp", "score_baseline"}``.
+        masking: ``{"strategy": name, "params": {...}, "per_sample": bool, "eps", "window", "clamp",
+            "score_baseline", "derivative", "noise_floor"}`` (:class:`miam.config.MaskingConfig`).
         optim: ``{"lr": ..., "weight_decay": ...}``.
         groups: optional ``{group: [modalities]}``: the units of masking and feedback.
         positive_counts, n_train: training-set class counts for the weighted loss.
@@ -97,7 +125,8 @@ class MiamModule(L.LightningModule):
             lambda_d=float(params.get("lambda_d", params.get("lambda_s", 1.0))),
             eps=float(masking.get("eps", 1e-3)), window=int(masking.get("window", 1)),
             clamp=None if masking.get("clamp") is None else tuple(masking["clamp"]),
-            baseline=float(masking.get("score_baseline", 0.0)),
+            baseline=score_baseline(masking.get("score_baseline", 0.0), self.task),
+            derivative=str(masking.get("derivative", "diff")), noise_floor=float(masking.get("noise_floor", 0.0)),
         ) if m >= 2 else None
         counts = None if positive_counts is None else torch.as_tensor(positive_counts, dtype=torch.float64)
         self.loss_fn = TaskLoss(self.task.kind, counts, n_train, weighted)
@@ -108,6 +137,7 @@ class MiamModule(L.LightningModule):
         self.trajectory_: list[dict[str, Any]] = []
         self._generators: dict[str, torch.Generator] = {}
         self.val_scores_: dict[str, float] = {}
+        self.val_standard_errors_: dict[str, float] = {}
         if self.balance is not None:
             self.balance_parts = self.balance.setup(self.model)
             self.automatic_optimization = not self.balance.manual_optimization
@@ -157,9 +187,13 @@ class MiamModule(L.LightningModule):
         """Where training stands, for the balancing method's hooks."""
         trainer = self._trainer
         n = None if trainer is None else trainer.num_training_batches
+        distributed = trainer is not None and trainer.world_size > 1
         return StepContext(epoch=self.current_epoch, step=self.global_step,
                            max_epochs=None if trainer is None else trainer.max_epochs, batch_index=batch_idx,
-                           n_batches=int(n) if n is not None and math.isfinite(n) else None)
+                           n_batches=int(n) if n is not None and math.isfinite(n) else None,
+                           reduce_sum=all_reduce_sum if distributed else local_sum,
+                           reduce_max=all_reduce_max if distributed else local_sum,
+                           generator=self._generator(BALANCE_STREAM))
 
     def _balanced_loss(self, batch: MultimodalBatch, batch_idx: int, visible: Tensor) -> Tensor:
         """The balancing method's loss, or its whole step when it optimises manually."""
@@ -174,9 +208,11 @@ class MiamModule(L.LightningModule):
         return loss
 
     def on_fit_start(self) -> None:
-        if self.balance is not None and self.trainer.world_size > 1:
-            raise ConfigError(f"Balancing methods run in one process: their per-batch coefficients would differ "
-                              f"between the {self.trainer.world_size} ranks. Train them with trainer.devices: 1.")
+        if self.balance is None or self.trainer.world_size == 1 or not self.balance.partial_backward:
+            return
+        if not getattr(self.trainer.strategy, "_ddp_kwargs", {}).get("find_unused_parameters", False):
+            raise ConfigError(f"Balancing method {self.balance.name!r} back-propagates through part of the model "
+                              f"at a time: under DDP set trainer.strategy: ddp_find_unused_parameters_true.")
 
     def on_after_backward(self) -> None:
         if self.balance is not None:
@@ -202,15 +238,20 @@ class MiamModule(L.LightningModule):
         """Compute (synchronised across ranks) and reset the scores of every view."""
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         scores = {name: float(metric.compute()) for name, metric in zip(self.view_names, metrics)}
-        for metric in metrics:
-            metric.reset()
         if stage == "val":
             self.val_scores_ = dict(scores)
+            self.val_standard_errors_ = {name: float(metric.standard_error_)
+                                         for name, metric in zip(self.view_names, metrics)}
+        for metric in metrics:
+            metric.reset()
         return scores
 
     def log_scores(self, stage: str, scores: Mapping[str, float]) -> None:
         for name, value in scores.items():
             self.log(f"{stage}/score_{name}", value, sync_dist=False)
+        if stage == "val":   # each view's standard error: how much of an epoch's change is noise
+            for name, value in self.val_standard_errors_.items():
+                self.log(f"val/se_{name}", value, sync_dist=False)
         self.log(f"{stage}/selection", float(np.mean(list(scores.values()))), prog_bar=stage == "val")
 
     def on_test_epoch_end(self) -> None:

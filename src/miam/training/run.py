@@ -6,7 +6,14 @@ checkpoints, early stopping) -> Lightning Trainer.fit -> best checkpoint -> test
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import re
+import shutil
+import sys
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,12 +21,13 @@ from typing import Any
 import lightning as L
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar, TQDMProgressBar
 
-from miam.config import RunConfig, resolve_auto, save_config
+from miam.config import EvaluationConfig, RunConfig, check_masking_units, resolve_auto, save_config
 from miam.data.dataset import MultimodalDataset
 from miam.data.registry import build_dataset
 from miam.errors import ConfigError
+from miam.explain.configs import resolve_configs
 from miam.explain.subsets import SubsetEvaluator, all_subsets, summarize_subsets
 from miam.training.data import MultimodalDataModule
 from miam.training.feedback import ImbalanceFeedback
@@ -38,6 +46,8 @@ class TrainResult:
     last_checkpoint: str
     seconds: float
     epochs: int
+    #: False when the run reached ``trainer.max_epochs`` without early stopping (still improving)
+    stopped_early: bool = False
     #: the inputs the validation says to trust (:func:`miam.training.inputs.choose_inputs`), also in the checkpoint
     inputs: dict[str, Any] | None = None
 
@@ -102,24 +112,116 @@ class PortableCheckpoint(ModelCheckpoint):
         super().load_state_dict(state)
 
 
+class EpochLines(ProgressBar):
+    """The progress bar for output that is not a terminal (a log file, a pipe): one line per epoch.
+
+    Example line: ``epoch 3/40: train/loss 1.432, val/selection 0.553 (2.1 s)``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._enabled = True
+        self._start = 0.0
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._enabled or not trainer.is_global_zero:
+            return
+        metrics = {k: v for k, v in self.get_metrics(trainer, pl_module).items() if k != "v_num"}
+        shown = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {shown} "
+              f"({time.perf_counter() - self._start:.1f} s)", flush=True)
+
+
+#: Lightning's log lines and warnings that say nothing about this run: an advert, a deprecation inside
+#: Lightning itself, and a note that an epoch holds fewer steps than ``log_every_n_steps`` (miam logs per epoch)
+ADVERT = r"💡 Tip"
+NOISE = (r".*isinstance\(treespec, LeafSpec\)", r"The number of training batches .* is smaller than the logging "
+         r"interval")
+
+
+class _DropAdvert(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not re.match(ADVERT, record.getMessage())
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Within: neither Lightning's :data:`ADVERT` nor its :data:`NOISE`; every other warning and log line as usual."""
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    drop = _DropAdvert()
+    log.addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            for pattern in NOISE:
+                warnings.filterwarnings("ignore", message=pattern)
+            yield
+    finally:
+        log.removeFilter(drop)
+
+
 def make_trainer(cfg: RunConfig, out: Path, extra_callbacks: list | None = None) -> L.Trainer:
     t = cfg.trainer
+    # best.ckpt is replaced, never versioned (best-v1.ckpt): the name the docs' commands use stays this run's
     checkpoint = PortableCheckpoint(dirpath=str(out / "checkpoints"), filename="best", monitor="val/selection",
-                                 mode="max", auto_insert_metric_name=False)
+                                    mode="max", auto_insert_metric_name=False, enable_version_counter=False)
     # every epoch, for resume: Lightning's save_last only follows an improvement of the monitor
     last = PortableCheckpoint(dirpath=str(out / "checkpoints"), filename="last", save_top_k=1,
                               enable_version_counter=False)
     callbacks = [ImbalanceFeedback(), checkpoint, last,
                  EarlyStopping(monitor="val/selection", mode="max", patience=t.patience)]
-    if t.progress_bar:
-        callbacks.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps)))
+    if t.progress_bar:  # bars in a terminal, else one line per epoch
+        callbacks.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps)) if sys.stdout.isatty()
+                         else EpochLines())
     return L.Trainer(
         max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
         strategy=t.strategy, precision=t.precision, default_root_dir=str(out), logger=_logger(cfg, out),
         callbacks=callbacks + list(extra_callbacks or []), enable_progress_bar=t.progress_bar,
         log_every_n_steps=t.log_every_n_steps, num_sanity_val_steps=0, enable_model_summary=False,
-        limit_train_batches=t.limit_train_batches, use_distributed_sampler=False,
+        limit_train_batches=None if t.limit_train_batches == 1.0 else t.limit_train_batches,  # no note on 100%
+        use_distributed_sampler=False,
     )
+
+
+#: what ``miam train`` writes in ``out_dir`` and ``--overwrite`` removes first
+RUN_OUTPUTS = ("checkpoints", "logs", "test_subsets.csv", "trajectory.csv", "config.yaml")
+
+
+def check_out_dir(out_dir: str | Path, resume: bool, overwrite: bool) -> None:
+    """``miam train``'s guard: a non-empty ``out_dir`` is continued (``resume``) or replaced (``overwrite``), never
+    trained into again, so that ``checkpoints/best.ckpt`` is always this run's.
+
+    ``overwrite`` removes what a run writes (:data:`RUN_OUTPUTS`); other files stay.
+
+    Raises:
+        ConfigError: a non-empty folder without either flag, or ``resume`` with no ``last.ckpt``.
+    """
+    out = Path(out_dir)
+    last = out / "checkpoints" / "last.ckpt"
+    if resume:
+        if not last.is_file():
+            raise ConfigError(f"--resume: there is no checkpoint to resume from ({last} does not exist); run without "
+                              f"--resume to start a new run in {str(out)!r}.")
+        return
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and not overwrite:
+        raise ConfigError(f"out_dir {str(out)!r} is not empty (it holds {held[:6]}{' ...' if len(held) > 6 else ''}); "
+                          f"pass --resume to continue its run, --overwrite to replace it, or choose another "
+                          f"folder with --out.")
+    for name in RUN_OUTPUTS if held else ():
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def train(cfg: RunConfig, dataset: MultimodalDataset | None = None, resume: bool = False,
@@ -132,6 +234,8 @@ def train(cfg: RunConfig, dataset: MultimodalDataset | None = None, resume: bool
     """
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     dataset = dataset if dataset is not None else build_dataset(cfg.data.name, **cfg.data.params)
+    check_masking_units(cfg.masking, list(cfg.data.groups or dataset.modalities), f"{cfg.data.name} dataset")
+    resolve_configs(dataset.specs, cfg.evaluation.configs, cfg.data.groups)   # a typo fails before training
     cfg, chosen = resolve_auto(cfg, len(dataset.split("train")), sum(s.n_tokens for s in dataset.specs))
     if chosen:
         print(chosen, flush=True)
@@ -141,17 +245,19 @@ def train(cfg: RunConfig, dataset: MultimodalDataset | None = None, resume: bool
     module = build_module(cfg, dataset)
     data = MultimodalDataModule(dataset, cfg.data.batch_size, cfg.data.eval_batch_size,
                                 cfg.data.num_workers, cfg.trainer.seed)
-    trainer = make_trainer(cfg, out, extra_callbacks)
     last = out / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if resume and last.is_file() else None
     start = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    with quiet_lightning():
+        trainer = make_trainer(cfg, out, extra_callbacks)
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     seconds = time.perf_counter() - start
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path or str(last)
     best_module = MiamModule.load_from_checkpoint(best, map_location="cpu") if best and Path(best).is_file() else module
     # The best checkpoint was saved at its own epoch; keep the full trajectory of the run.
     best_module.trajectory_ = list(module.trajectory_)
+    stopped = any(isinstance(c, EarlyStopping) and c.stopped_epoch > 0 for c in trainer.callbacks)
     inputs = None
     if best and Path(best).is_file():
         candidates = {Path(best).name: best_module}
@@ -161,14 +267,20 @@ def train(cfg: RunConfig, dataset: MultimodalDataset | None = None, resume: bool
         if trainer.is_global_zero:
             store_inputs(best, inputs)
             print(describe_inputs(inputs), flush=True)
-    return TrainResult(best_module, dataset, out, best, str(last), seconds, trainer.current_epoch, inputs)
+    return TrainResult(best_module, dataset, out, best, str(last), seconds, trainer.current_epoch, stopped, inputs)
 
 
-def test_subsets(result: TrainResult, batch_size: int = 512) -> pd.DataFrame:
-    """Test scores of the selected model on every non-empty modality subset."""
+def test_subsets(result: TrainResult, evaluation: EvaluationConfig | None = None,
+                 batch_size: int = 512) -> pd.DataFrame:
+    """Test scores of the selected model on every non-empty modality subset and, when
+    ``evaluation`` lists them, on the named input configurations (``evaluation.configs``)."""
     module = result.module.to(torch.device("cpu"))
-    evaluator = SubsetEvaluator(module.model, module.task, module.hparams.get("groups"), batch_size=batch_size)
-    return evaluator.evaluate(result.dataset.split("test"), all_subsets(evaluator.names))
+    evaluation = evaluation or EvaluationConfig()
+    groups = module.hparams.get("groups")
+    evaluator = SubsetEvaluator(module.model, module.task, groups, batch_size=batch_size)
+    configs = resolve_configs(module.specs, evaluation.configs, groups)
+    return evaluator.evaluate(result.dataset.split("test"), all_subsets(evaluator.names), configs,
+                              evaluation.top_k_f1)
 
 
 test_subsets.__test__ = False  # a library function, not a pytest test

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from miam.balance.methods.amss import AMSS
+from miam.balance.methods.arm import ARM
 from miam.balance.methods.base import BalancingMethod, StepContext
 from miam.balance.methods.cggm import CGGM
 from miam.balance.methods.miles import MILES
@@ -18,7 +19,7 @@ from miam.data.spec import TaskSpec
 from miam.errors import ConfigError, InvalidParameterError
 
 _METHODS: dict[str, type[BalancingMethod]] = {
-    cls.name: cls for cls in (OGMGE, OPMFeature, MILES, MLA, CGGM, MNL, AMSS, MSAM)
+    cls.name: cls for cls in (OGMGE, OPMFeature, MILES, MLA, CGGM, MNL, AMSS, MSAM, ARM)
 }
 
 
@@ -27,7 +28,7 @@ def list_methods(task: str | None = None) -> list[str]:
 
     Example:
         >>> list_methods("multilabel")
-        ['ogm_ge', 'opm_feature', 'miles', 'mla', 'cggm', 'amss', 'msam']
+        ['ogm_ge', 'opm_feature', 'miles', 'mla', 'cggm', 'amss', 'msam', 'arm']
     """
     return [name for name, cls in _METHODS.items() if task is None or task in cls.tasks]
 
@@ -70,5 +71,5 @@ def configure_model(model_params: Mapping[str, Any], task: TaskSpec | str,
     return params
 
 
-__all__ = ["AMSS", "CGGM", "MILES", "MLA", "MNL", "MSAM", "OGMGE", "OPMFeature", "BalancingMethod",
+__all__ = ["AMSS", "ARM", "CGGM", "MILES", "MLA", "MNL", "MSAM", "OGMGE", "OPMFeature", "BalancingMethod",
            "StepContext", "configure_model", "get_method", "list_methods", "method_class"]

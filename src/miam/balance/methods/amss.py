@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -10,16 +11,20 @@ from torch import Tensor
 
 from miam._validation import Interval, Options
 from miam.balance.methods.base import BalancingMethod
+from miam.balance.methods.functional import local_sum
 from miam.models.late_fusion import output_entropy
 
 
-def label_entropy(target: Tensor, kind: str, n_outputs: int) -> Tensor:
+def label_entropy(target: Tensor, kind: str, n_outputs: int,
+                  reduce_sum: Callable[[Tensor], Tensor] = local_sum) -> Tensor:
     """H(Y) of the batch's labels: the entropy of the class frequencies (multiclass) or the
-    mean binary entropy of each species' prevalence (multilabel)."""
+    mean binary entropy of each species' prevalence (multilabel). ``reduce_sum`` sums the
+    label counts and the batch size over DDP ranks first."""
+    counts = torch.bincount(target.long(), minlength=n_outputs) if kind == "multiclass" else target.sum(dim=0)
+    totals = reduce_sum(torch.cat([counts.double(), counts.new_tensor([len(target)]).double()]))
+    p = totals[:-1] / totals[-1]
     if kind == "multiclass":
-        p = torch.bincount(target.long(), minlength=n_outputs).double() / len(target)
         return -(p * torch.log(p.clamp_min(1e-300))).sum()
-    p = target.double().mean(dim=0)
     return -(p * torch.log(p.clamp_min(1e-300)) + (1 - p) * torch.log((1 - p).clamp_min(1e-300))).mean()
 
 
@@ -82,6 +87,11 @@ class AMSS(BalancingMethod):
     frequencies as logits); sampling uses torch's generator, seeded per step by the
     trainer.
 
+    Under DDP: H(Y), CE_m and the feature entropies are means over the whole global
+    batch (per-rank sums and counts all-reduced), so every rank has the same k_m; the
+    channels are sampled from the synchronised gradients with the step's generator,
+    seeded alike on every rank, so every rank keeps the same channels.
+
     Args:
         temperature: T of the softmax over significances (0.2).
         unbiased: AMSS+ (scale kept channels by 1 / (pi_c + 1/C)).
@@ -102,12 +112,15 @@ class AMSS(BalancingMethod):
         kind, y = model.task.kind, batch.target
         with torch.no_grad():
             if kind == "multiclass":
-                ce = torch.stack([F.cross_entropy(z, y) for z in out.unimodal])
-            else:
-                ce = torch.stack([F.binary_cross_entropy_with_logits(z, y.float()) for z in out.unimodal])
-            feature_h = output_entropy(out.features, "multiclass").mean(dim=1)
-            label_h = label_entropy(y, kind, model.task.n_outputs).to(ce)
-            self._keep = amss_keep_fractions(label_h.double(), ce.double(), feature_h.double(), self.temperature)
+                ce = torch.stack([F.cross_entropy(z, y, reduction="sum") for z in out.unimodal])
+            else:   # the per-sample mean over species, summed over samples
+                ce = torch.stack([F.binary_cross_entropy_with_logits(z, y.float(), reduction="sum")
+                                  for z in out.unimodal]) / model.task.n_outputs
+            feature_h = output_entropy(out.features, "multiclass").sum(dim=1)
+            sums = ctx.reduce_sum(torch.cat([ce, feature_h, ce.new_tensor([len(y)])]).double())
+            n_mod, n = self.n_modalities, sums[-1]
+            label_h = label_entropy(y, kind, model.task.n_outputs, ctx.reduce_sum)
+            self._keep = amss_keep_fractions(label_h, sums[:n_mod] / n, sums[n_mod:2 * n_mod] / n, self.temperature)
         self._stats = {f"keep_{m}": float(k) for m, k in zip(self.modalities, self._keep)}
         return loss_fn(out.logits, y)
 
@@ -116,5 +129,5 @@ class AMSS(BalancingMethod):
         for m, keep in zip(self.modalities, self._keep.tolist()):
             for weight in model.encoder_weights(m):
                 if weight.grad is not None:
-                    mask = channel_mask(weight.grad, keep, self.unbiased)
+                    mask = channel_mask(weight.grad, keep, self.unbiased, ctx.generator)
                     weight.grad.mul_(mask.view(-1, *([1] * (weight.grad.ndim - 1))))

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from miam._validation import Constraint, validate_params
+from miam.balance.methods.functional import local_sum
 from miam.data.batch import MultimodalBatch
 from miam.data.spec import TaskSpec
 from miam.errors import ConfigError, InvalidParameterError
@@ -20,13 +21,25 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 @dataclass
 class StepContext:
     """Where training stands when a hook runs: 0-based epoch, optimiser steps so far,
-    the batch's index in the epoch and the number of batches per epoch."""
+    the batch's index in the epoch and the number of batches per epoch.
+
+    Under DDP each rank sees its own shard of the batch. A method builds its coefficients
+    from per-batch *sums* passed through ``reduce_sum`` (the sum over all ranks;
+    :func:`local_sum` in one process) before it forms a ratio, so every rank computes the
+    same coefficient (``reduce_max`` gives the elementwise maximum over ranks, e.g. of
+    histogram ranges); a random draw that decides a coefficient or modulates the (already
+    synchronised) gradients uses ``generator``, seeded alike on every rank for the step
+    (None: torch's global generator).
+    """
 
     epoch: int = 0
     step: int = 0
     max_epochs: int | None = None
     batch_index: int = 0
     n_batches: int | None = None
+    reduce_sum: Callable[[Tensor], Tensor] = local_sum
+    reduce_max: Callable[[Tensor], Tensor] = local_sum
+    generator: torch.Generator | None = None
 
 
 class BalancingMethod:
@@ -61,6 +74,9 @@ class BalancingMethod:
     fusions: ClassVar[tuple[str, ...]] = ("sum", "concat", "mean")
     #: True: the trainer hands the whole optimisation step to :meth:`manual_step`
     manual_optimization: ClassVar[bool] = False
+    #: True: a backward pass reaches only part of the parameters (DDP then needs
+    #: ``find_unused_parameters``)
+    partial_backward: ClassVar[bool] = False
 
     def __init__(self, modalities: Sequence[str], **params: Any) -> None:
         owner = type(self).__name__

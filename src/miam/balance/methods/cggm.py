@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from miam._validation import Interval, OptionalOf
 from miam.balance.methods.base import BalancingMethod
-from miam.balance.methods.functional import positive_scores, unimodal_scores
+from miam.balance.methods.functional import local_sum, positive_scores, unimodal_scores
 
 
 def cggm_coefficients(accuracy: Tensor, previous: Tensor, eps: float = 1e-8) -> Tensor:
@@ -34,11 +36,16 @@ def cggm_direction_loss(coefficients: Tensor, cosines: Tensor) -> Tensor:
     return (coefficients.abs() - coefficients * cosines).mean()
 
 
-def head_accuracy(logits: Tensor, target: Tensor, kind: str) -> Tensor:
-    """Batch accuracy of each auxiliary head ``[M]``; multilabel: the soft score (1 + s_m) / 2."""
+def head_accuracy(logits: Tensor, target: Tensor, kind: str,
+                  reduce_sum: Callable[[Tensor], Tensor] = local_sum) -> Tensor:
+    """Batch accuracy of each auxiliary head ``[M]``; multilabel: the soft score (1 + s_m) / 2.
+    ``reduce_sum`` sums the correct counts (or the score's sums) and the batch size over
+    DDP ranks first."""
     if kind == "multiclass":
-        return (logits.argmax(dim=-1) == target.unsqueeze(0)).float().mean(dim=1)
-    return positive_scores(unimodal_scores(logits, target, kind), kind)
+        correct = (logits.argmax(dim=-1) == target.unsqueeze(0)).float().sum(dim=1)
+        totals = reduce_sum(torch.cat([correct, correct.new_tensor([logits.shape[1]])]))
+        return totals[:-1] / totals[-1]
+    return positive_scores(unimodal_scores(logits, target, kind, reduce_sum), kind)
 
 
 class CGGM(BalancingMethod):
@@ -64,6 +71,10 @@ class CGGM(BalancingMethod):
     modalities). No clamp on B unless ``clamp`` is set (our deviation, off by default):
     when the accuracies barely move (sum D near 0), B and the logged loss can be very
     large for a step (the |B_m| part of the loss carries no gradient).
+
+    Under DDP: a_m is the accuracy on the whole global batch (correct counts and batch
+    sizes all-reduced), so every rank has the same B_m; the auxiliary heads' gradients
+    are synchronised like the model's, so their weights and the cosines agree too.
 
     Args:
         rho: gradient scale (1.3).
@@ -108,7 +119,7 @@ class CGGM(BalancingMethod):
             loss = loss + self.lam * cggm_direction_loss(self.coefficients_.to(cos), cos)
         aux = torch.stack([head(h.detach()) for head, h in zip(self.aux_heads, out.features)])
         aux_loss = sum(loss_fn(z, batch.target) for z in aux)
-        accuracy = head_accuracy(aux.detach(), batch.target, model.task.kind).cpu()
+        accuracy = head_accuracy(aux.detach(), batch.target, model.task.kind, ctx.reduce_sum).cpu()
         b = cggm_coefficients(accuracy, self.previous_accuracy_, self.eps)
         self.coefficients_ = b if self.clamp is None else b.clamp(-self.clamp, self.clamp)
         self.previous_accuracy_ = accuracy

@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
 
-def unimodal_scores(unimodal: Tensor, target: Tensor, kind: str) -> Tensor:
+def local_sum(tensor: Tensor) -> Tensor:
+    """The sum (or maximum) over one process: the tensor itself, detached."""
+    return tensor.detach()
+
+
+def all_reduce_sum(tensor: Tensor) -> Tensor:
+    """The sum of a detached copy of ``tensor`` over every rank of the default process group
+    (``torch.distributed.all_reduce``, SUM); every rank must call it in the same order."""
+    out = tensor.detach().clone()
+    torch.distributed.all_reduce(out, op=torch.distributed.ReduceOp.SUM)
+    return out
+
+
+def all_reduce_max(tensor: Tensor) -> Tensor:
+    """The elementwise maximum of a detached copy of ``tensor`` over every rank (MAX)."""
+    out = tensor.detach().clone()
+    torch.distributed.all_reduce(out, op=torch.distributed.ReduceOp.MAX)
+    return out
+
+
+def unimodal_scores(unimodal: Tensor, target: Tensor, kind: str,
+                    reduce_sum: Callable[[Tensor], Tensor] = local_sum) -> Tensor:
     """s_m per modality from unimodal logits ``[M, B, C]`` (detached), ``[M]``.
 
     * multiclass: the batch sum of the true-class probability, sum_b softmax(z_m,b)[y_b]
@@ -19,6 +42,9 @@ def unimodal_scores(unimodal: Tensor, target: Tensor, kind: str) -> Tensor:
       that only learned each species' prevalence. Encounter rates (soft targets in
       [0, 1]) use the same formula with the rates as weights.
 
+    ``reduce_sum`` sums the batch statistics over DDP ranks before the ratios are formed
+    (:func:`all_reduce_sum`), so every rank gets the scores of the whole global batch.
+
     Example:
         >>> z = torch.tensor([[[2.0, 0.0], [0.0, 2.0]]])       # one modality, 2 samples
         >>> round(float(unimodal_scores(z, torch.tensor([0, 1]), "multiclass")[0]), 4)
@@ -28,11 +54,13 @@ def unimodal_scores(unimodal: Tensor, target: Tensor, kind: str) -> Tensor:
     if kind == "multiclass":
         p = torch.softmax(z, dim=-1)
         idx = target.long().view(1, -1, 1).expand(z.shape[0], -1, 1)
-        return p.gather(-1, idx).squeeze(-1).sum(dim=1)
+        return reduce_sum(p.gather(-1, idx).squeeze(-1).sum(dim=1))
     y = target.float().unsqueeze(0)
     p = torch.sigmoid(z)
-    n_pos, n_neg = y.sum(dim=1), (1 - y).sum(dim=1)
-    diff = (p * y).sum(dim=1) / n_pos.clamp_min(1) - (p * (1 - y)).sum(dim=1) / n_neg.clamp_min(1)
+    sums = reduce_sum(torch.stack([(p * y).sum(dim=1), (p * (1 - y)).sum(dim=1),
+                                   y.sum(dim=1).expand(len(z), -1), (1 - y).sum(dim=1).expand(len(z), -1)]))
+    pos, neg, n_pos, n_neg = sums
+    diff = pos / n_pos.clamp_min(1) - neg / n_neg.clamp_min(1)
     valid = ((n_pos > 0) & (n_neg > 0)).float()
     return (diff * valid).sum(dim=-1) / valid.sum(dim=-1).clamp_min(1)
 

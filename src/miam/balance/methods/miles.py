@@ -50,6 +50,9 @@ class MILES(BalancingMethod):
     There is no official code: this follows the paper's description (unverified against
     an implementation); V is the run's validation score.
 
+    Under DDP nothing is per batch: the validation scores the rule reads are already
+    computed over every rank's shard, so every rank sets the same learning rates.
+
     Args:
         tau: the imbalance threshold on delta (0.2).
         mu: the factor on the leading encoder's learning rate (0.5).

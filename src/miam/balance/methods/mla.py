@@ -60,6 +60,12 @@ class MLA(BalancingMethod):
     batch). Published runs use SGD lr 1e-3; here the run's optimiser (set ``optim`` to
     reproduce). Samples missing modality m are left out of m's loss.
 
+    Under DDP: r_m is the mean feature of the whole global batch (the per-rank feature
+    sums and counts are all-reduced), so every rank updates the same projector and
+    projects the (synchronised) head gradient alike; a modality is skipped only when no
+    rank has it. Each per-modality update back-propagates through one encoder only, so
+    DDP needs ``trainer.strategy: ddp_find_unused_parameters_true``.
+
     Args:
         project: apply the gradient projection (default True).
     """
@@ -67,6 +73,7 @@ class MLA(BalancingMethod):
     name = "mla"
     fusions = ("entropy",)
     manual_optimization = True
+    partial_backward = True
     _parameter_constraints = {"project": Options(frozenset({True, False}))}
 
     @classmethod
@@ -89,18 +96,23 @@ class MLA(BalancingMethod):
         losses = {}
         for m in self.modalities:
             features, rows = model.encode_modality(batch, m, visible)
-            if not bool(rows.any()):
+            # the feature sum and the count of rows where m is present, over every rank
+            totals = ctx.reduce_sum(torch.cat([features[rows].detach().sum(dim=0), rows.sum().reshape(1).to(features)]))
+            if float(totals[-1]) == 0:
                 continue
             optimizer.zero_grad()
-            loss = loss_fn(model.modality_logits(features[rows], m), batch.target[rows])
+            if bool(rows.any()):
+                loss = loss_fn(model.modality_logits(features[rows], m), batch.target[rows])
+            else:   # m is absent from this rank's shard only: a zero loss, so every rank back-propagates
+                loss = model.modality_logits(features, m).sum() * 0.0
             backward(loss)
             if self.project and self.n_updates_ > 0 and weight.grad is not None:
-                r = features[rows].detach().mean(dim=0)
+                r = totals[:-1] / totals[-1]
                 self.projector_ = rls_projector_update(self.projector_.to(r.device), r, self.rls_alpha(ctx))
                 weight.grad = project_gradient(weight.grad, self.projector_)
             optimizer.step()
             self.n_updates_ += 1
-            losses[m] = float(loss.detach())
+            losses[m] = float(ctx.reduce_sum(loss.detach() * rows.sum()) / totals[-1])   # the global batch's
         optimizer.zero_grad()
         self._stats = {f"loss_{m}": v for m, v in losses.items()}
         return torch.tensor(sum(losses.values()) / max(1, len(losses)))

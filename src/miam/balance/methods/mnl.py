@@ -57,6 +57,10 @@ class MNL(BalancingMethod):
     per sample): building it for one raises at config time. No reference code was
     available: q_w,c = 1 - p_w,c and the renormalised pbar are our reading of the rule.
 
+    Under DDP: the rule has no batch-level coefficient (each sample's dominant modality
+    is its own), so each rank's loss is its shard's and DDP averages the gradients; the
+    logged share of samples where both criteria agree is over the global batch.
+
     Args:
         omega: weight of the negative-learning part (0.7).
     """
@@ -74,5 +78,6 @@ class MNL(BalancingMethod):
         out = model.forward_unimodal(batch, visible)
         base = loss_fn(out.logits, batch.target) + sum(loss_fn(z, batch.target) for z in out.unimodal)
         term, mask = negative_learning_term(out.unimodal, out.logits, batch.target, self.omega)
-        self._stats = {"dominant_share": float(mask.mean())}
+        counts = ctx.reduce_sum(torch.stack([mask.sum(), mask.new_tensor(float(len(mask)))]))
+        self._stats = {"dominant_share": float(counts[0] / counts[1])}
         return base + term

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from miam._validation import Interval
 from miam.balance.methods.base import BalancingMethod
-from miam.balance.methods.functional import global_norm
+from miam.balance.methods.functional import global_norm, local_sum
 from miam.explain.functional import all_coalitions, coalition_masks, exact_shapley
 
 
@@ -47,10 +47,12 @@ def sam_gradient(params: Sequence[nn.Parameter], closure: Callable[[], Tensor], 
     return loss
 
 
-def batch_shapley(model: nn.Module, batch, loss_fn, kind: str) -> Tensor:
+def batch_shapley(model: nn.Module, batch, loss_fn, kind: str,
+                  reduce_sum: Callable[[Tensor], Tensor] = local_sum) -> Tensor:
     """Exact Shapley values of the modalities on the batch, ``[M]``, from 2^M masked passes
     (one ``forward_subsets`` call): the game is the batch accuracy (multiclass) or minus
-    the task loss (multilabel)."""
+    the task loss (multilabel). ``reduce_sum`` sums the per-subset totals (correct counts,
+    or losses times the batch size) and the batch size over DDP ranks first."""
     subsets = all_coalitions(len(model.modalities), model.token_modality.device)
     masks = coalition_masks(subsets, model.token_modality, others_visible=False)         # [2^M, T]
     was_training = model.training
@@ -58,13 +60,15 @@ def batch_shapley(model: nn.Module, batch, loss_fn, kind: str) -> Tensor:
     try:
         with torch.no_grad():
             logits = model.forward_subsets(batch, masks)                               # [2^M, B, C]
+            n = batch.batch_size
             if kind == "multiclass":
-                value = (logits.argmax(dim=-1) == batch.target.unsqueeze(0)).double().mean(dim=1)
+                total = (logits.argmax(dim=-1) == batch.target.unsqueeze(0)).double().sum(dim=1)
             else:
-                value = -torch.stack([loss_fn(lg, batch.target) for lg in logits]).double()
+                total = -torch.stack([loss_fn(lg, batch.target) for lg in logits]).double() * n
     finally:
         model.train(was_training)
-    return exact_shapley(value)
+    totals = reduce_sum(torch.cat([total, total.new_tensor([n])]))
+    return exact_shapley(totals[:-1] / totals[-1])
 
 
 def normalise_shares(phi: Tensor) -> Tensor:
@@ -92,6 +96,10 @@ class MSAM(BalancingMethod):
     default) are assumptions. Costs two forward/backward passes and 2^M evaluation
     passes per step.
 
+    Under DDP: the subset values are over the whole global batch (per-rank totals
+    all-reduced), so every rank has the same phi and the same dominant modality; both
+    gradients of the step are synchronised, so every rank takes the same SAM step.
+
     Args:
         radius: the SAM neighbourhood radius r (0.05).
     """
@@ -107,7 +115,7 @@ class MSAM(BalancingMethod):
         return {"radius": 0.05}
 
     def manual_step(self, model, batch, visible, loss_fn, optimizer, backward, ctx):
-        phi = normalise_shares(batch_shapley(model, batch, loss_fn, model.task.kind))
+        phi = normalise_shares(batch_shapley(model, batch, loss_fn, model.task.kind, ctx.reduce_sum))
         dominant = int(torch.argmax(phi))
 
         def closure() -> Tensor:

@@ -52,6 +52,11 @@ class OGMGE(BalancingMethod):
     full bias, where the published code adds half the bias); the published default
     optimiser is SGD with momentum and a step schedule, here the run's optimiser.
 
+    Under DDP: s_m sums the true-class probabilities of the whole global batch (the
+    per-rank sums are all-reduced before the ratio), so every rank has the same k_m; the
+    GE noise is drawn after the gradients are synchronised, from the step's generator
+    seeded alike on every rank, so every rank adds the same noise.
+
     Args:
         alpha: modulation strength (0.1; the paper uses 0.8 on CREMA-D).
         start, end: the epochs (inclusive) with modulation; ``end=None`` is half the
@@ -79,7 +84,7 @@ class OGMGE(BalancingMethod):
     def training_loss(self, model, batch, visible, loss_fn, ctx):
         out = model.forward_unimodal(batch, visible)
         kind = model.task.kind
-        s = unimodal_scores(out.unimodal, batch.target, kind)
+        s = unimodal_scores(out.unimodal, batch.target, kind, ctx.reduce_sum)
         rho = ratio_to_others(positive_scores(s, kind))
         self._coefficients = ogm_coefficients(rho, self.alpha)
         self._stats = {f"k_{m}": float(k) for m, k in zip(self.modalities, self._coefficients)}
@@ -93,4 +98,4 @@ class OGMGE(BalancingMethod):
         for m, k in zip(self.modalities, self._coefficients.tolist()):
             for weight in model.encoder_weights(m):
                 if weight.grad is not None:
-                    weight.grad = modulate_gradient(weight.grad, k, self.noise)
+                    weight.grad = modulate_gradient(weight.grad, k, self.noise, ctx.generator)

@@ -39,11 +39,16 @@ class OPMFeature(BalancingMethod):
     and one Bernoulli per (sample, modality); with M = 2 it is the published rule.
 
     Departures from the published code (GeWu-Lab/BML_TPAMI2024, ``Modality_drop``):
-    the per-batch execution draw and the Bernoulli masks use torch's generator (seeded
+    the per-batch execution draw and the Bernoulli masks use torch's generators (seeded
     per step by the trainer) instead of numpy's; a drop that would leave no sample at
     all falls back to the unmodulated batch (the published loop skips the batch);
     unimodal logits are our late-fusion heads' z_m (published: the concat head's block
     plus half its bias).
+
+    Under DDP: rho comes from the score sums of the whole global batch (all-reduced), and
+    the execution draw from the step's generator seeded alike on every rank, so every
+    rank modulates the same batches with the same q_m; the per-sample Bernoulli masks
+    are drawn per rank (each rank drops features of its own samples).
 
     Args:
         q_base, lam: base drop probability and its slope (0.5, 0.5).
@@ -66,10 +71,11 @@ class OPMFeature(BalancingMethod):
     def training_loss(self, model, batch, visible, loss_fn, ctx):
         out = model.forward_unimodal(batch, visible)
         self._stats = {}
-        if ctx.epoch < self.warmup or float(torch.rand(())) >= self.p_exe:
+        if ctx.epoch < self.warmup or float(torch.rand((), generator=ctx.generator, device=out.logits.device)) >= self.p_exe:
             return loss_fn(out.logits, batch.target)
         kind = model.task.kind
-        rho = ratio_to_others(positive_scores(unimodal_scores(out.unimodal, batch.target, kind), kind))
+        s = unimodal_scores(out.unimodal, batch.target, kind, ctx.reduce_sum)
+        rho = ratio_to_others(positive_scores(s, kind))
         q = opm_drop_probabilities(rho, self.q_base, self.lam).to(out.features.device)
         keep = torch.rand(out.available.shape, device=q.device) >= q.unsqueeze(1)   # Bernoulli(1 - q_m)
         available = out.available & keep

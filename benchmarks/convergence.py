@@ -1,0 +1,228 @@
+"""The paper's evaluation at convergence, under a protocol that cannot fool us (issue 12).
+
+Every row trains to early stopping (``trainer.max_epochs`` is a cap, 100 by default;
+patience 10 on the paper's selection score) on one landscape per seed, and is scored on
+the test split on every named input configuration of the dataset's config
+(``evaluation.configs``: their mean is ``avg_paper_configs``), every modality subset
+(``avg_modality_subsets``) and the full input.
+
+Two phases, never mixed:
+
+* ``--phase dev``: development landscapes (seeds 100-104) and the *validation* split's
+  scores in the logs are where every choice is made (which MIAM variant, which settings);
+* ``--phase confirm``: confirmation landscapes (seeds 0-4), run once at the end with the
+  rows chosen on dev, for the final tables.
+
+Rows: every masking strategy with its defaults, the paper's MIAM (``miam_paper``), our
+variants (``miam_chance``, ``miam_slope``, ``miam_floor``, ...), plain late fusion, MLA,
+and one model per modality alone (``alone:<m>``, the oracle rows). Each run is one
+``result.json`` (:func:`miam.training.compare.execute`): a finished run is skipped and an
+interrupted one resumes from its ``last.ckpt``, so a sweep can be stopped and continued.
+
+The report per dataset: mean ± sd over seeds of every column, how many runs hit the cap,
+and each row's paired difference per seed against the reference (the best fixed strategy
+on ``avg_paper_configs``; pass ``--reference`` to fix it from the dev phase) with a 95 %
+t-interval.
+
+    python benchmarks/convergence.py --phase dev --datasets demo --rows dev
+    python benchmarks/convergence.py --phase confirm --datasets demo,geoplant --rows all --reference dirichlet
+    python benchmarks/convergence.py --phase dev --datasets demo --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from miam.cli.common import packaged_config
+from miam.config import RunConfig, load_config
+from miam.data.registry import build_dataset
+from miam.explain.subsets import headline_columns, token_groups
+from miam.masking import list_strategies
+from miam.training.compare import PLAIN, NO_MASKING, PlannedRun, execute, run_config
+
+#: the seeds of each phase: development landscapes for every choice, confirmation ones once
+PHASE_SEEDS = {"dev": [100, 101, 102, 103, 104], "confirm": [0, 1, 2, 3, 4]}
+#: the masking strategies with fixed (or no) feedback: the reference is the best of them
+FIXED = [s for s in list_strategies() if s != "miam"]
+#: MIAM as the paper runs it: lambda from the dataset's config, raw scores, one-epoch differences
+PAPER = {"score_baseline": 0.0, "derivative": "diff", "window": 1, "noise_floor": 0.0, "clamp": None}
+#: our variants of MIAM's feedback (ALGORITHM.md, docs/masking.md): masking-section overrides on top of PAPER
+VARIANTS = {
+    "miam_paper": {},
+    "miam_chance": {"score_baseline": "chance"},
+    "miam_slope": {"score_baseline": "chance", "derivative": "slope", "window": 4},
+    "miam_floor": {"score_baseline": "chance", "noise_floor": 2.0},
+    "miam_slope_floor": {"score_baseline": "chance", "derivative": "slope", "window": 4, "noise_floor": 2.0},
+}
+#: the rows of a development sweep: every variant beside the strongest fixed strategies so far
+DEV_ROWS = [*VARIANTS, "corner_priority", "dirichlet", "dropout", "uniform_line"]
+#: the dataset configs a sweep can run: the embedded demo landscape and the benchmark-shaped presets
+DATASETS = {"demo": "demo.yaml", "geoplant": "synthetic_geoplant.yaml", "taxabench": "synthetic_taxabench.yaml",
+            "satbird": "synthetic_satbird.yaml"}
+#: two-sided 95 % t quantiles by degrees of freedom
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def all_rows(units: list[str]) -> list[str]:
+    """Every row of a confirmation table for a dataset scored on ``units`` (modalities or groups)."""
+    return [*FIXED, *VARIANTS, PLAIN, "mla", *[f"alone:{u}" for u in units]]
+
+
+def row_config(base: RunConfig, row: str, units: dict[str, list[str]]) -> tuple[RunConfig, str]:
+    """The run config of one row, and its kind (``strategy``, ``balance``, ``plain`` or ``alone``)."""
+    if row in VARIANTS:
+        lam = base.masking.params if base.masking.strategy == "miam" else {}
+        params = {k: lam[k] for k in ("kappa", "lambda_s", "lambda_d") if k in lam}
+        return base.replace(masking={"strategy": "miam", "params": params, **PAPER, **VARIANTS[row]}), "strategy"
+    if row.startswith("alone:"):
+        unit = row.split(":", 1)[1]
+        return base.replace(masking=NO_MASKING, data={"groups": {unit: units[unit]} if len(units[unit]) > 1 else None},
+                            evaluation={"configs": []}), "alone"
+    return run_config(base, row)
+
+
+def run_row(base: RunConfig, row: str, seed: int, out: Path, dataset: Any, units: dict[str, list[str]]
+            ) -> dict[str, Any]:
+    """Train and test one row on one landscape (or read its finished result)."""
+    cfg, kind = row_config(base, row, units)
+    run_dir = out / row.replace(":", "_")
+    cfg = cfg.replace(trainer={"seed": seed}, out_dir=str(run_dir))
+    run = PlannedRun(row, kind, seed, cfg)
+    if run.result_file.is_file():
+        return json.loads(run.result_file.read_text())
+    data = dataset.select(units[row.split(":", 1)[1]]) if kind == "alone" else dataset
+    return execute(run, data)
+
+
+def sweep(phase: str, name: str, rows: list[str], epochs: int, patience: int, out_root: Path,
+          overrides: list[str], seeds: list[int] | None = None, log: Any = print) -> pd.DataFrame:
+    """Every (seed, row) run of one dataset in one phase, seed by seed; returns one row per run."""
+    seeds = seeds or PHASE_SEEDS[phase]
+    stray = [s for s in seeds if s not in PHASE_SEEDS[phase]]
+    if stray:
+        raise SystemExit(f"seeds {stray} are not {phase} seeds {PHASE_SEEDS[phase]}: the phases never share a landscape")
+    base = load_config(packaged_config(DATASETS[name]), [*overrides, f"trainer.max_epochs={epochs}",
+                                                        f"trainer.patience={patience}", "trainer.progress_bar=false"])
+    results = []
+    for seed in seeds:
+        dataset = build_dataset(base.data.name, **{**base.data.params, "seed": seed})
+        groups = base.data.groups or {m: [m] for m in dataset.modalities}
+        units = {u: list(groups[u]) for u in token_groups(dataset.specs, base.data.groups)[0]}
+        chosen = all_rows(list(units)) if rows == ["all"] else rows
+        for k, row in enumerate(chosen, 1):
+            start = time.perf_counter()
+            result = run_row(base, row, seed, out_root / phase / name / f"seed{seed}", dataset, units)
+            if row.startswith("alone:"):   # only its own modality's column speaks for an oracle row
+                result = {k: v for k, v in result.items() if k not in ("full", "avg_modality_subsets")}
+            results.append({**result, "name": row, "seed": seed, "dataset": name})
+            log(f"[{name} {phase} seed {seed}, row {k} of {len(chosen)}] {row}: full {result.get('full', np.nan):.4f}"
+                + (f", configs {result['avg_paper_configs']:.4f}" if "avg_paper_configs" in result else "")
+                + f", epochs {result['epochs']}{' (cap)' if result.get('hit_cap') else ''}, "
+                  f"{time.perf_counter() - start:.0f} s")
+    return pd.DataFrame(results)
+
+
+def paired(runs: pd.DataFrame, reference: str, column: str) -> pd.DataFrame:
+    """Each row's difference to ``reference`` per seed on ``column``, its mean and 95 % t-interval."""
+    wide = runs.pivot_table(index="seed", columns="name", values=column)
+    if reference not in wide:
+        return pd.DataFrame()
+    out = []
+    for name in wide.columns:
+        d = (wide[name] - wide[reference]).dropna()
+        if name == reference or d.empty:
+            continue
+        half = T975.get(len(d) - 1, 1.96) * d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
+        out.append({"name": name, "per_seed": " ".join(f"{v:+.4f}" for v in d), "mean": d.mean(),
+                    "ci95_low": d.mean() - half, "ci95_high": d.mean() + half, "wins": int((d > 0).sum()),
+                    "seeds": len(d)})
+    return pd.DataFrame(out).sort_values("mean", ascending=False)
+
+
+def report(runs: pd.DataFrame, reference: str | None = None) -> str:
+    """Markdown: per dataset, the mean ± sd table, runs at the cap, and paired differences."""
+    parts = []
+    for name, part in runs.groupby("dataset", sort=False):
+        configs = [c for c in part.columns if c.startswith("config:") and "/" not in c]
+        cols = [*configs, *headline_columns(_units(part), part.columns)]
+        grouped = part.groupby("name", sort=False)
+        table = pd.DataFrame({c: grouped[c].agg(_mean_sd) for c in cols})
+        table.columns = [c.removeprefix("config:") for c in table.columns]
+        table["epochs"] = grouped["epochs"].mean().round(1)
+        table["hit cap"] = grouped["hit_cap"].sum().astype(int).astype(str) + " of " + grouped["seed"].count().astype(str)
+        key = "avg_paper_configs" if "avg_paper_configs" in part else "avg_modality_subsets"
+        fixed = part[part["name"].isin(FIXED)].groupby("name")[key].mean()
+        ref = reference or (fixed.idxmax() if len(fixed) else None)
+        parts.append(f"## {name}: {part['seed'].nunique()} seeds, {len(part)} runs, "
+                     f"{int(part['hit_cap'].sum())} at the epoch cap\n\n{table.to_markdown()}\n")
+        if ref is not None:
+            for column in dict.fromkeys([key, "avg_modality_subsets", "full"]):
+                diff = paired(part, ref, column)
+                if len(diff):
+                    parts.append(f"Paired differences on `{column}` against `{ref}` (per seed, mean, 95 % t-interval):"
+                                 f"\n\n{diff.round(4).to_markdown(index=False)}\n")
+    return "\n".join(parts)
+
+
+def _mean_sd(values: pd.Series) -> str:
+    values = values.dropna()
+    if values.empty:
+        return "–"
+    return f"{values.mean():.4f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.4f}"
+
+
+def _units(part: pd.DataFrame) -> list[str]:
+    """The dataset's modalities (or groups): the single-unit columns every run reports."""
+    skip = {"name", "kind", "architecture", "seed", "dataset", "epochs", "hit_cap", "train_seconds", "resumed",
+            "full", "avg_modality_subsets", "avg_paper_configs"}
+    return [c for c in part.columns if c not in skip and not c.startswith("config:") and "/" not in c]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--phase", choices=list(PHASE_SEEDS), required=True)
+    ap.add_argument("--datasets", default="demo", help=f"comma-separated among {list(DATASETS)}")
+    ap.add_argument("--seeds", help="comma-separated seeds of the phase (default: all five)")
+    ap.add_argument("--rows", default="dev", help="'dev' (variants + strongest fixed), 'all', or comma-separated rows")
+    ap.add_argument("--epochs", type=int, default=100, help="the epoch cap (early stopping ends most runs first)")
+    ap.add_argument("--patience", type=int, default=10)
+    ap.add_argument("--set", action="append", default=[], help="config override section.key=value for every run")
+    ap.add_argument("--reference", help="the fixed strategy to pair against (default: the best fixed one here)")
+    ap.add_argument("--out", default="miam_runs/convergence")
+    ap.add_argument("--report-only", action="store_true", help="print the report of the finished runs only")
+    args = ap.parse_args()
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    out = Path(args.out)
+    rows = DEV_ROWS if args.rows == "dev" else [r.strip() for r in args.rows.split(",") if r.strip()]
+    frames = []
+    for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
+        if args.report_only:
+            files = sorted((out / args.phase / name).glob("seed*/*/result.json"))
+            frames.append(pd.DataFrame([{**json.loads(f.read_text()), "name": f.parent.name.replace("_", ":", 1)
+                                         if f.parent.name.startswith("alone_") else f.parent.name,
+                                         "dataset": name} for f in files]))
+        else:
+            seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
+            frames.append(sweep(args.phase, name, rows, args.epochs, args.patience, out, args.set, seeds,
+                                lambda line: print(line, flush=True)))
+    runs = pd.concat(frames, ignore_index=True)
+    runs.to_csv(out / f"runs_{args.phase}.csv", index=False)
+    text = report(runs, args.reference)
+    (out / f"report_{args.phase}.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
