@@ -311,8 +311,6 @@ def cross_validate(cfg: RunConfig, n_folds: int = 5, method: str = "spatial", bl
     if ds.task.kind != "multilabel":
         raise ConfigError(f"miam cv scores species presence (a multilabel task); this dataset's task is "
                           f"{ds.task.kind!r}.")
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     coords, size = (ds.coords, block_size) if block_size is not None else (km_coords(ds), block_km or
                                                                           default_block_km(cfg))
     if method == "spatial" and coords is None:
@@ -321,6 +319,8 @@ def cross_validate(cfg: RunConfig, n_folds: int = 5, method: str = "spatial", bl
     labels = fold_labels(ds, fold_column) if method == "column" else None
     folds = assign_folds(len(ds), n_folds, method, coords, size, labels, cfg.trainer.seed)
     k = int(folds.max()) + 1
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     species = list(ds.task.output_names)
     x, categorical, _ = flatten_tokens(ds) if baselines else (None, None, None)
     rows, oof = [], {}
