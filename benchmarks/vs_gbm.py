@@ -42,28 +42,14 @@ from miam.config import from_dict  # noqa: E402
 from miam.data.registry import build_dataset  # noqa: E402
 from miam.explain.subsets import SubsetEvaluator  # noqa: E402
 from miam.scores import macro_auroc  # noqa: E402
+from miam.training.cv import flatten_tokens  # noqa: E402
 from miam.training.run import train  # noqa: E402
-
-
-def features(ds) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Every token flattened to columns, NaN where hidden; which columns are categorical; columns per modality."""
-    cols, categorical, owner = [], [], {}
-    start = 0
-    for s in ds.specs:
-        x = np.asarray(ds.tokens[s.name], dtype=np.float32).reshape(len(ds), s.n_tokens, -1).copy()
-        x[~np.asarray(ds.present[s.name])] = np.nan
-        x = x.reshape(len(ds), -1)
-        cols.append(x)
-        categorical += [s.kind == "categorical"] * x.shape[1]
-        owner[s.name] = np.arange(start, start + x.shape[1])
-        start += x.shape[1]
-    return np.concatenate(cols, axis=1), np.array(categorical), owner
 
 
 def gbm_scores(ds, scenarios: dict[str, list[str]], seed: int) -> tuple[dict[str, float], float]:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    x, categorical, owner = features(ds)
+    x, categorical, owner = flatten_tokens(ds)
     train_idx, test_idx = ds.splits["train"], ds.splits["test"]
     y = np.asarray(ds.target)
     start = time.perf_counter()

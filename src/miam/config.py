@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -47,9 +48,10 @@ class DataConfig:
 class ModelConfig:
     #: ``token`` (one transformer over all tokens) or ``late_fusion`` (an encoder and a head per modality)
     architecture: str = "token"
-    d_model: int = 192
-    depth: int = 3
-    heads: int = 8
+    #: encoder width, depth and heads; ``auto`` chooses them from the training data (:func:`resolve_auto`)
+    d_model: int | str = "auto"
+    depth: int | str = "auto"
+    heads: int | str = "auto"
     dropout: float = 0.1
     #: ``replace`` (learned mask token, the paper's way) or ``drop`` (key-padding, packed)
     hidden: str = "replace"
@@ -97,8 +99,9 @@ class OptimConfig:
 @dataclass
 class TrainerConfig:
     max_epochs: int = 100
-    #: early stopping patience (epochs) on the mean of unimodal and full validation scores
-    patience: int = 10
+    #: early stopping patience (epochs) on the mean of unimodal and full validation scores;
+    #: ``auto``: about :data:`AUTO_PATIENCE_STEPS` optimiser steps, within 10 to 30 epochs
+    patience: int | str = "auto"
     seed: int = 0
     accelerator: str = "auto"
     devices: Any = 1
@@ -161,6 +164,48 @@ class RunConfig:
         return from_dict(d)
 
 
+#: ``auto`` model sizes: (most training token values, d_model, depth, heads), the first row whose bound
+#: ``training sites x tokens per site`` stays under (benchmarks/defaults.py measures the choice)
+AUTO_SIZES = ((200_000, 64, 2, 4), (5_000_000, 128, 2, 4), (math.inf, 192, 3, 8))
+#: ``auto`` patience: epochs holding about this many optimiser steps, clipped to [10, 30]
+AUTO_PATIENCE_STEPS = 200
+#: the keys that take ``auto``
+AUTO_KEYS = {"model": ("d_model", "depth", "heads"), "trainer": ("patience",)}
+
+
+def resolve_auto(cfg: RunConfig, n_train: int, n_tokens: int) -> tuple[RunConfig, str]:
+    """``cfg`` with each ``auto`` replaced by a value chosen from the data, and a line saying what and why.
+
+    Small data gets a small model (fewer parameters to fit, and faster), and a patience that
+    counts optimiser steps rather than epochs: with a few hundred sites an epoch is one or
+    two steps, and ten epochs are too few to tell a plateau from noise.
+
+    Example:
+        >>> cfg, line = resolve_auto(RunConfig(), n_train=210, n_tokens=44)
+        >>> cfg.model.d_model, cfg.model.depth, cfg.model.heads, cfg.trainer.patience
+        (64, 2, 4, 30)
+    """
+    chosen = {}
+    _, d_model, depth, heads = next(row for row in AUTO_SIZES if n_train * n_tokens < row[0])
+    if cfg.model.d_model == "auto":
+        chosen["model.d_model"] = d_model
+    if cfg.model.depth == "auto":
+        chosen["model.depth"] = depth
+    if cfg.model.heads == "auto":   # a divisor of the width
+        width = chosen.get("model.d_model", cfg.model.d_model)
+        chosen["model.heads"] = max(h for h in range(1, heads + 1) if width % h == 0)
+    if cfg.trainer.patience == "auto":
+        steps = max(1, math.ceil(n_train / cfg.data.batch_size))
+        chosen["trainer.patience"] = min(30, max(10, math.ceil(AUTO_PATIENCE_STEPS / steps)))
+    if not chosen:
+        return cfg, ""
+    model = {k.split(".")[1]: v for k, v in chosen.items() if k.startswith("model.")}
+    trainer = {k.split(".")[1]: v for k, v in chosen.items() if k.startswith("trainer.")}
+    line = (f"auto settings for {n_train} training sites x {n_tokens} tokens: "
+            + ", ".join(f"{k} {v}" for k, v in chosen.items()) + " (set them in the config to override)")
+    return cfg.replace(model=model, trainer=trainer), line
+
+
 _SECTIONS = {f.name: f.type for f in fields(RunConfig)}
 _SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "masking": MaskingConfig,
                     "optim": OptimConfig, "trainer": TrainerConfig, "balance": BalanceConfig,
@@ -185,6 +230,10 @@ def from_dict(d: Mapping[str, Any], source: str = "config") -> RunConfig:
         bad = [k for k in values if k not in valid]
         if bad:
             raise ConfigError(f"{source}: unknown key(s) {bad} in section {name!r}; valid keys are {valid}.")
+        for key in AUTO_KEYS.get(name, ()):
+            value = values.get(key, "auto")
+            if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{source}: {name}.{key} must be a positive integer or 'auto', got {value!r}.")
         kwargs[name] = cls(**copy.deepcopy(dict(values)))
     if kwargs["balance"].method is not None:
         from miam.balance.methods import method_class

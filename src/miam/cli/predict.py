@@ -33,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--species", nargs="+", metavar="NAME", help="grid bands: these species (default: all)")
     what.add_argument("--top-k", type=int, metavar="K", help="grid bands: the indices of the K most likely outputs")
     what.add_argument("--richness", action="store_true", help="grid band: expected richness (sum of probabilities)")
-    p.add_argument("--modalities", nargs="+", metavar="NAME", help="predict with these modalities only")
+    p.add_argument("--modalities", nargs="+", metavar="NAME",
+                   help="predict with these modalities only; 'best': the subset that scored best on validation "
+                        "after training (stored in the checkpoint; what it drops and why is printed)")
     p.add_argument("--out", help="output file (default: <run>/predictions/sites.csv or grid.tif)")
     p.add_argument("--batch-size", type=int, default=4096, help="sites or pixels per forward pass (default 4096)")
     p.add_argument("--window-pixels", type=int, default=1 << 16,
@@ -58,13 +60,20 @@ def parse_sources(items: list[str]) -> dict[str, object]:
 def run(args: argparse.Namespace) -> int:
     from miam.predict import Grid, Predictor
 
-    pred = Predictor.from_checkpoint(args.checkpoint, args.config, args.set, args.batch_size, args.device)
+    checkpoint, modalities = args.checkpoint, args.modalities
+    if modalities == ["best"]:
+        from miam.training.inputs import chosen_checkpoint, describe_inputs, load_inputs
+
+        choice = load_inputs(checkpoint)
+        print(describe_inputs(choice))
+        checkpoint, modalities = chosen_checkpoint(checkpoint, choice), choice["subset"]
+    pred = Predictor.from_checkpoint(checkpoint, args.config, args.set, args.batch_size, args.device)
     sources = parse_sources(args.source)
     run_dir = Path(args.checkpoint).resolve().parent.parent
     if args.sites:
         if args.top_k or args.richness or args.species:
             raise ConfigError("--species, --top-k and --richness choose grid bands; a sites CSV has every output.")
-        table = pred.predict_sites(args.sites, sources, args.modalities)
+        table = pred.predict_sites(args.sites, sources, modalities)
         out = Path(args.out) if args.out else run_dir / "predictions" / "sites.csv"
         out.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(out, index=False)
@@ -82,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         grid = Grid.of_raster(raster_path(pred, args.grid))
     out = Path(args.out) if args.out else run_dir / "predictions" / "grid.tif"
-    summary = pred.predict_grid(grid, out, args.species, args.top_k, args.richness, sources, args.modalities,
+    summary = pred.predict_grid(grid, out, args.species, args.top_k, args.richness, sources, modalities,
                                 args.window_pixels, not args.no_progress)
     print(f"{grid.width} x {grid.height} pixels, {len(summary['bands'])} band(s) "
           f"({', '.join(summary['bands'][:6])}{' ...' if len(summary['bands']) > 6 else ''}) -> {out}")

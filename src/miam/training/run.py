@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar, TQDMProgressBar
 
-from miam.config import EvaluationConfig, RunConfig, check_masking_units, save_config
+from miam.config import EvaluationConfig, RunConfig, check_masking_units, resolve_auto, save_config
 from miam.data.dataset import MultimodalDataset
 from miam.data.registry import build_dataset
 from miam.errors import ConfigError
@@ -31,6 +31,7 @@ from miam.explain.configs import resolve_configs
 from miam.explain.subsets import SubsetEvaluator, all_subsets, summarize_subsets
 from miam.training.data import MultimodalDataModule
 from miam.training.feedback import ImbalanceFeedback
+from miam.training.inputs import choose_checkpoint_inputs, describe_inputs, store_inputs
 from miam.training.module import MiamModule
 
 
@@ -47,6 +48,8 @@ class TrainResult:
     epochs: int
     #: False when the run reached ``trainer.max_epochs`` without early stopping (still improving)
     stopped_early: bool = False
+    #: the inputs the validation says to trust (:func:`miam.training.inputs.choose_inputs`), also in the checkpoint
+    inputs: dict[str, Any] | None = None
 
     def trajectory(self) -> pd.DataFrame:
         """Per epoch and modality: score, rho_s, rho_d, w."""
@@ -225,12 +228,17 @@ def train(cfg: RunConfig, dataset: MultimodalDataset | None = None, resume: bool
           extra_callbacks: list | None = None) -> TrainResult:
     """Train as ``cfg`` says; with ``resume``, continue from ``out_dir/checkpoints/last.ckpt``.
 
-    Returns the best checkpoint's model (selected on validation only).
+    ``auto`` settings (model size, patience) are chosen from the training split and printed.
+    Returns the best checkpoint's model (selected on validation only); the modality subset it
+    scores best with on validation is stored in that checkpoint and printed.
     """
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     dataset = dataset if dataset is not None else build_dataset(cfg.data.name, **cfg.data.params)
     check_masking_units(cfg.masking, list(cfg.data.groups or dataset.modalities), f"{cfg.data.name} dataset")
     resolve_configs(dataset.specs, cfg.evaluation.configs, cfg.data.groups)   # a typo fails before training
+    cfg, chosen = resolve_auto(cfg, len(dataset.split("train")), sum(s.n_tokens for s in dataset.specs))
+    if chosen:
+        print(chosen, flush=True)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
@@ -250,7 +258,16 @@ def train(cfg: RunConfig, dataset: MultimodalDataset | None = None, resume: bool
     # The best checkpoint was saved at its own epoch; keep the full trajectory of the run.
     best_module.trajectory_ = list(module.trajectory_)
     stopped = any(isinstance(c, EarlyStopping) and c.stopped_epoch > 0 for c in trainer.callbacks)
-    return TrainResult(best_module, dataset, out, best, str(last), seconds, trainer.current_epoch, stopped)
+    inputs = None
+    if best and Path(best).is_file():
+        candidates = {Path(best).name: best_module}
+        if last.is_file() and last.resolve() != Path(best).resolve():
+            candidates[last.name] = MiamModule.load_from_checkpoint(str(last), map_location="cpu")
+        inputs = choose_checkpoint_inputs(candidates, cfg.data.groups, dataset.split("val"), cfg.data.eval_batch_size)
+        if trainer.is_global_zero:
+            store_inputs(best, inputs)
+            print(describe_inputs(inputs), flush=True)
+    return TrainResult(best_module, dataset, out, best, str(last), seconds, trainer.current_epoch, stopped, inputs)
 
 
 def test_subsets(result: TrainResult, evaluation: EvaluationConfig | None = None,
