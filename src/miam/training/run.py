@@ -37,6 +37,8 @@ class TrainResult:
     last_checkpoint: str
     seconds: float
     epochs: int
+    #: where the model trained (``"cuda:0"``, ``"cpu"``): :func:`test_subsets` evaluates there
+    device: str = "cpu"
 
     def trajectory(self) -> pd.DataFrame:
         """Per epoch and modality: score, rho_s, rho_d, w."""
@@ -144,14 +146,18 @@ def train(cfg: RunConfig, dataset: MultimodalDataset | None = None, resume: bool
     best_module = MiamModule.load_from_checkpoint(best, map_location="cpu") if best and Path(best).is_file() else module
     # The best checkpoint was saved at its own epoch; keep the full trajectory of the run.
     best_module.trajectory_ = list(module.trajectory_)
-    return TrainResult(best_module, dataset, out, best, str(last), seconds, trainer.current_epoch)
+    return TrainResult(best_module, dataset, out, best, str(last), seconds, trainer.current_epoch,
+                       str(trainer.strategy.root_device))
 
 
 def test_subsets(result: TrainResult, batch_size: int = 512) -> pd.DataFrame:
-    """Test scores of the selected model on every non-empty modality subset."""
-    module = result.module.to(torch.device("cpu"))
-    evaluator = SubsetEvaluator(module.model, module.task, module.hparams.get("groups"), batch_size=batch_size)
-    return evaluator.evaluate(result.dataset.split("test"), all_subsets(evaluator.names))
+    """Test scores of the selected model on every non-empty modality subset, on the device it trained on."""
+    module = result.module.to(torch.device(result.device))
+    try:
+        evaluator = SubsetEvaluator(module.model, module.task, module.hparams.get("groups"), batch_size=batch_size)
+        return evaluator.evaluate(result.dataset.split("test"), all_subsets(evaluator.names))
+    finally:
+        module.cpu()                                  # the result's model stays on the CPU, as loaded
 
 
 test_subsets.__test__ = False  # a library function, not a pytest test
