@@ -533,12 +533,14 @@ class CachedDataset(MultimodalDataset):
 
     def finish(self, raw: MultimodalBatch) -> MultimodalBatch:
         """The model's batch of a :meth:`read` batch: tokens as float32 standardised with the prepare
-        step's statistics, 0 under missing tokens; computed on ``raw``'s device."""
+        step's statistics, 0 under missing tokens; computed on ``raw``'s device, in place where
+        ``raw`` already holds float32 (a read batch is used once)."""
         tokens = {}
         for m, x in raw.tokens.items():
             scale, shift = (t.to(x.device) for t in self._norm[m])
             pres = raw.present[m].reshape(*raw.present[m].shape, *([1] * (x.ndim - 2)))
-            tokens[m] = torch.addcmul(shift, x.to(torch.float32), scale).masked_fill_(~pres, 0.0)
+            x = x.to(torch.float32)                   # a new buffer for uint8, the read's own one for float32
+            tokens[m] = torch.addcmul(shift, x, scale, out=x).masked_fill_(~pres, 0.0)   # in place: no new pages
         return MultimodalBatch(tokens, dict(raw.present), raw.target, raw.ids)
 
     def positive_counts(self, indices: Any = None) -> Tensor:
