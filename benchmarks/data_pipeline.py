@@ -168,6 +168,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5, help="timed training steps of the paper's model")
     p.add_argument("--workdir", default="/tmp/miam_data_pipeline")
     p.add_argument("--device", default="cpu", help="also time the loader finishing batches on this device (cuda)")
+    p.add_argument("--reads-only", action="store_true", help="stop after the read rates (benchmarks/gpu_checks.sh)")
     p.add_argument("--keep", action="store_true", help="keep the written trees")
     p.add_argument("--epoch-memory", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -177,7 +178,7 @@ def main() -> None:
     torch.set_num_threads(2)
     work = Path(args.workdir)
     shutil.rmtree(work, ignore_errors=True)
-    sizes = {"quarter": max(1000, args.surveys // 4), "full": args.surveys}
+    sizes = {"full": args.surveys} if args.reads_only else {"quarter": max(1000, args.surveys // 4), "full": args.surveys}
     for name, n in sizes.items():
         start = time.perf_counter()
         fixture.write(work / name, seed=0, n_surveys=n, n_species=args.species, species_per_survey=17,
@@ -189,12 +190,15 @@ def main() -> None:
     start = time.perf_counter()
     cdir = prepare(source, root / "miam_cache", workers=args.workers)
     prep = time.perf_counter() - start
-    prepare(GeoPlantSource(work / "quarter"), work / "quarter" / "miam_cache", workers=args.workers, progress=False)
+    if "quarter" in sizes:
+        prepare(GeoPlantSource(work / "quarter"), work / "quarter" / "miam_cache", workers=args.workers, progress=False)
     size_mb = sum(f.stat().st_size for f in cdir.rglob("*") if f.is_file()) / 2**20
     ds = load_geoplant(root)
     print(f"\nprepare: {len(ds)} surveys in {prep:.1f} s ({len(ds) / prep:.0f} surveys/s, {args.workers} workers); "
           f"cache {size_mb:.0f} MiB; {ds.task.n_outputs} species kept (> 20 presences)")
     read_rate, batches = read_rates(ds, torch.device(args.device))
+    if args.reads_only:
+        return
     module = build_module(config(root, 192, 3, 8), ds)
     rate = step_rate(module, batches, args.steps)
     print(f"cache reads (loader, 2 workers): {read_rate:.1f} batches/s of 128 surveys ({read_rate * 128:.0f} surveys/s); "
