@@ -17,8 +17,8 @@ then the cost per row of an evaluation pass at several rows per pass on this dev
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -35,19 +35,22 @@ MODES = {"replace": {"hidden": "replace"}, "replace-full": {"hidden": "replace",
 CPU_ROWS = (64, 256, 512, 1024, 2048)
 
 
-def timeit(fn, repeats: int, device: torch.device) -> float:
-    for _ in range(3):
+def timeit(fns: Sequence[Callable[[], object]], repeats: int, device: torch.device) -> list[float]:
+    """Best time of each of ``fns``, run in turn ``repeats`` times (interleaved: a loaded machine
+    slows all of them alike, so their ratios hold)."""
+    for fn in fns:
         fn()
-    times = []
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for fn, t in zip(fns, times):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t.append(time.perf_counter() - t0)
+    return [min(t) for t in times]
 
 
 def main() -> None:
@@ -59,6 +62,7 @@ def main() -> None:
     ap.add_argument("--eval-batch-size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     args = ap.parse_args()
     device = torch.device(args.device)
     ds = make_dataset(seed=0, n_sites=2000)
@@ -69,7 +73,8 @@ def main() -> None:
           f"batch {args.batch_size}, tokens {sum(s.n_tokens for s in ds.specs)} over {len(names)} modalities")
     print(f"{'mode':12s} {'step ms':>8s} {'no-mask ms':>10s} {'ratio':>6s} | {'full val ms':>11s} "
           f"{'M uni chunked':>13s} {'ratio':>6s} {'M uni 1 pass':>12s} {'ratio':>6s} {'M uni loop':>10s} {'ratio':>6s}")
-    for mode, options in MODES.items():
+    for mode in args.modes:
+        options = MODES[mode]
         torch.manual_seed(0)
         model = TokenModel(ds.specs, ds.task, args.d_model, args.depth, args.heads, **options).to(device)
         loss_fn = TaskLoss("multilabel", torch.as_tensor(ds.target.sum(0)), len(ds)).to(device)
@@ -89,18 +94,18 @@ def main() -> None:
             loss.backward()
             opt.step()
 
-        t_miam = timeit(lambda: step(True), args.repeats, device)
-        t_plain = timeit(lambda: step(False), args.repeats, device)
+        t_miam, t_plain = timeit([lambda: step(True), lambda: step(False)], args.repeats, device)
         model.eval()
         t_total = model.n_tokens
         uni = torch.stack([token_modality == i for i in range(len(names))])
         full = torch.ones(1, t_total, dtype=torch.bool, device=device)
         with torch.no_grad():
-            t_full = timeit(lambda: model.forward_subsets(eval_batch, full), args.repeats, device)
-            t_uni = timeit(lambda: model.forward_subsets(eval_batch, uni), args.repeats, device)
-            t_chunk = timeit(lambda: forward_subsets_chunked(model, eval_batch, uni), args.repeats, device)
-            t_loop = timeit(lambda: [model(eval_batch, m.expand(eval_batch.batch_size, -1)) for m in uni],
-                            args.repeats, device)
+            t_full, t_chunk, t_uni, t_loop = timeit([
+                lambda: model.forward_subsets(eval_batch, full),
+                lambda: forward_subsets_chunked(model, eval_batch, uni),
+                lambda: model.forward_subsets(eval_batch, uni),
+                lambda: [model(eval_batch, m.expand(eval_batch.batch_size, -1)) for m in uni],
+            ], args.repeats, device)
         print(f"{mode:12s} {t_miam * 1e3:8.1f} {t_plain * 1e3:10.1f} {t_miam / t_plain:6.2f} | "
               f"{t_full * 1e3:11.1f} {t_chunk * 1e3:13.1f} {t_chunk / t_full:6.2f} {t_uni * 1e3:12.1f} "
               f"{t_uni / t_full:6.2f} {t_loop * 1e3:10.1f} {t_loop / t_full:6.2f}", flush=True)

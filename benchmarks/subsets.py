@@ -27,7 +27,9 @@ largest difference between the two sets of values.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,6 +41,9 @@ from miam.explain.functional import all_coalitions, coalition_masks
 from miam.explain.subsets import SubsetEvaluator
 from miam.models import build_model
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from step import timeit  # noqa: E402  (interleaved best-of timing, shared with step.py)
+
 
 def many_modalities(m: int, n: int, tokens_per_modality: int = 4, seed: int = 0) -> MultimodalDataset:
     """Random tabular data with ``m`` modalities of ``tokens_per_modality`` tokens (timing only)."""
@@ -47,20 +52,6 @@ def many_modalities(m: int, n: int, tokens_per_modality: int = 4, seed: int = 0)
     tokens = {s.name: rng.normal(size=(n, tokens_per_modality, 1)) for s in specs}
     return MultimodalDataset(tokens, (rng.uniform(size=(n, 24)) < 0.3).astype(float), specs,
                              TaskSpec("multilabel", 24))
-
-
-def best_of(fn, repeats: int, device: torch.device) -> float:
-    fn()                                                      # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 #: benchmark mode -> model options
@@ -93,7 +84,7 @@ def bench(label: str, ds, hidden: str, args: argparse.Namespace) -> None:
             for batch in batches:
                 model(batch)
 
-    t_sweep, t_naive, t_full = (best_of(f, args.repeats, args.device) for f in (sweep, naive, full))
+    t_sweep, t_naive, t_full = timeit([sweep, naive, full], args.repeats, args.device)
     print(f"{label:<22} {hidden:<12} {2**m:>6} {t_sweep:>9.3f} {t_naive:>9.3f} {t_full:>9.3f} "
           f"{t_naive / t_sweep:>12.2f} {t_sweep / t_full:>12.2f}", flush=True)
 
