@@ -175,22 +175,20 @@ class TokenModel(nn.Module):
             seq = torch.where(visible.unsqueeze(-1), rows, mask_tok.expand(n, t, d))
             h = self.norm(self.encoder(torch.cat([cls, seq], dim=1)))
             return h[:, 0] if self.pooling == "cls" else h.mean(dim=1)
-        packed, pad = self._pack(emb, visible, sample)
-        weight = (~pad).to(emb.dtype)
         if self.hidden == "drop":
-            no_pad = torch.zeros(n, 1, dtype=torch.bool, device=emb.device)
-            h = self.encoder(torch.cat([cls, packed], dim=1), src_key_padding_mask=torch.cat([no_pad, pad], dim=1))
+            seq, pad = self._pack(emb, visible, sample, cls[:1], None)
+            h = self.encoder(seq, src_key_padding_mask=pad)
+            weight = (~pad).to(emb.dtype)
         else:
             kinds, counts = self._hidden_kinds(visible, emb.dtype)
-            key_bias = torch.cat([torch.zeros(n, 1, dtype=emb.dtype, device=emb.device),
-                                  torch.zeros_like(weight).masked_fill_(pad, -math.inf),
-                                  counts.log()], dim=1)                  # k identical keys = one at logit + log k
-            h = self._encode_with_key_bias(torch.cat([cls, packed, kinds.expand(n, -1, d)], dim=1), key_bias)
-            weight = torch.cat([weight, counts], dim=1)                 # k identical tokens in the mean pool
+            seq, pad = self._pack(emb, visible, sample, cls[:1], kinds)
+            weight = torch.cat([(~pad[:, :seq.shape[1] - len(kinds)]).to(emb.dtype), counts], dim=1)
+            key_bias = weight.log()            # 0 for CLS and visible tokens, -inf under padding, log k for a kind
+            h = self._encode_with_key_bias(seq, key_bias)
         h = self.norm(h)
         if self.pooling == "cls":
             return h[:, 0]
-        weight = torch.cat([torch.ones(n, 1, dtype=emb.dtype, device=emb.device), weight], dim=1).unsqueeze(-1)
+        weight = weight.unsqueeze(-1)                  # 1 for CLS and visible tokens, k for a kind, 0 under padding
         return (h * weight).sum(dim=1) / weight.sum(dim=1)
 
     def _encode_with_key_bias(self, x: Tensor, key_bias: Tensor) -> Tensor:
@@ -226,16 +224,25 @@ class TokenModel(nn.Module):
             self._said_full = True
         return False
 
-    def _pack(self, emb: Tensor, visible: Tensor, sample: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Visible tokens packed to the left [N, L, d] (L: the most visible in a row) and the padding [N, L]."""
-        n = visible.shape[0]
+    def _pack(self, emb: Tensor, visible: Tensor, sample: Tensor | None, first: Tensor,
+              last: Tensor | None) -> tuple[Tensor, Tensor]:
+        """One gather builds every row's sequence [N, 1 + L + K, d]: ``first`` [1, 1, d] (CLS), the
+        row's visible tokens packed to the left (L: the most visible in a row), then ``last`` [K, d]
+        (or none); and the padding [N, 1 + L + K], True past each row's visible tokens."""
+        n, t = visible.shape
+        b, _, d = emb.shape
         counts = visible.sum(dim=1)
         length = int(counts.max()) if n else 0
-        order = torch.argsort((~visible).to(torch.int8), dim=1, stable=True)[:, :length]
+        parts = [first.expand(b, 1, d), emb] + ([] if last is None else [last.expand(b, -1, d)])
+        table = torch.cat(parts, dim=1)                                       # [B, 1 + T + K, d]: small
+        k = 0 if last is None else len(last)
+        order = torch.argsort((~visible).to(torch.int8), dim=1, stable=True)[:, :length] + 1
+        ends = torch.arange(1 + t, 1 + t + k, device=emb.device).expand(n, k)
+        index = torch.cat([torch.zeros(n, 1, dtype=order.dtype, device=emb.device), order, ends], dim=1)
         rows = torch.arange(n, device=emb.device) if sample is None else sample
-        packed = emb[rows.unsqueeze(1), order]
-        pad = torch.arange(length, device=emb.device).unsqueeze(0) >= counts.unsqueeze(1)
-        return packed, pad
+        pad = torch.arange(1 + length + k, device=emb.device).unsqueeze(0) > counts.unsqueeze(1)
+        pad[:, 1 + length:] = False
+        return table[rows.unsqueeze(1), index], pad
 
     def _hidden_kinds(self, visible: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """The mask tokens [K, d] hidden somewhere in ``visible`` [N, T], and their counts per row [N, K]."""
