@@ -15,9 +15,11 @@ count), ``replace-full`` (the same model run as the full sequence, ``collapse_hi
 the cost before the collapse) and ``drop`` (hidden tokens left out).
 
 With ``--token-shapley`` it then trains the demo config for ``--demo-epochs`` epochs and
-times token Shapley values of every modality on its test split, with hidden tokens
-collapsed and as the full sequence (same seed, same permutations): wall times and the
-largest difference between the two sets of values.
+times local token Shapley values (each sample's output probabilities) of every modality on
+its test split, with hidden tokens collapsed and as the full sequence (same seed, same
+permutations): wall times and the largest difference between the two sets of values.
+(Local values, because global ones are AUROCs: a logit change of 1e-7 can swap two nearly
+tied samples and move an AUROC by 1/(n_pos n_neg).)
 
     python benchmarks/subsets.py                       # M = 3 (the demo data) and M = 6, 8
     python benchmarks/subsets.py --hidden replace drop --samples 1024
@@ -115,8 +117,8 @@ def token_shapley(args: argparse.Namespace) -> None:
         for mode in ("never", "eval"):
             model.collapse_hidden = mode
             start = time.perf_counter()
-            res = ShapleyTokens(model).attribute(test, modality, tolerance=1e-12, max_permutations=args.permutations,
-                                                 progress=False, seed=0)
+            res = ShapleyTokens(model).attribute(test, modality, value="local", tolerance=1e-12,
+                                                 max_permutations=args.permutations, progress=False, seed=0)
             runs[mode] = (time.perf_counter() - start, res)
         (t_full, full), (t_coll, coll) = runs["never"], runs["eval"]
         print(f"{modality:<10} {coll.n_evaluations:>10} {t_full:>9.2f} {t_coll:>9.2f} {t_coll / t_full:>6.2f} "
