@@ -13,7 +13,7 @@ from miam.data.batch import MultimodalBatch
 #: (mask x sample) rows per forward pass on CPU. The cost per row grows with the rows of
 #: one pass there (``benchmarks/step.py`` prints :func:`row_costs` for the paper-size model),
 #: so passes stay small. Other devices measure theirs once (:func:`device_max_rows`).
-CPU_MAX_ROWS = 512
+CPU_MAX_ROWS = 256
 #: rows per pass tried by the measurement on other devices
 MEASURED_ROWS = (1024, 4096, 16384, 65536)
 #: the measured rows per pass, by device (``"cuda:0"``)
