@@ -4,8 +4,11 @@ Writes a synthetic GeoPlant tree in the published layout (tests/data/geoplant.py
 ``.pt`` cubes, RGB + NIR JPEGs; ~17 of 5,016 species per survey) and measures:
 
 1. ``miam prepare`` time (rows/s) and the cache's size on disk;
-2. batches/s read from the cache (the training DataLoader, batch 128, shuffled), against
-   the training step rate of the paper's model (width 192, depth 3, 8 heads) on this machine;
+2. batches/s read from the cache for the same 60 shuffled training batches of 128: a plain
+   numpy read of the same bytes (sorted fancy indexing of every array: the limit), the
+   cache's ``read`` (what the loader's workers do: raw, uint8 images), ``read`` + ``finish``
+   on the CPU (standardised float32), and the training DataLoader with 1 and 2 workers;
+   then the training step rate of the paper's model (width 192, depth 3, 8 heads);
 3. memory while training one full epoch (a small model, so the epoch is short), measured
    in a fresh process for a quarter-size and a full-size set: private memory (RssAnon)
    must not grow with the number of surveys; file pages of the memory map (RssFile) are
@@ -81,9 +84,10 @@ def epoch_memory(root: str) -> dict:
     ds = load_geoplant(root)
     module = build_module(config(Path(root), 32, 1, 2), ds)
     opt = module.configure_optimizers()
-    loader = make_loader(ds.split("train"), 128, shuffle=True)
+    loader = make_loader(ds.raw_split("train"), 128, shuffle=True)
     samples, start = [], time.perf_counter()
-    for i, batch in enumerate(loader):
+    for i, raw in enumerate(loader):
+        batch = ds.finish(raw)
         loss = module.loss_fn(module.model(batch, module.draw_visible(batch)), batch.target)
         opt.zero_grad()
         loss.backward()
@@ -96,6 +100,65 @@ def epoch_memory(root: str) -> dict:
             "anon_end": end["RssAnon"], "file_end": end["RssFile"], "hwm": end["VmHWM"]}
 
 
+def best_rate(fn, n_batches: int, repeats: int = 3) -> float:
+    """Batches/s of ``fn()`` (which reads ``n_batches``), best of ``repeats``."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return n_batches / min(times)
+
+
+def read_rates(ds, device: torch.device, n_batches: int = 60) -> tuple[float, list]:
+    """Print read rates of the same training batches; return the 2-worker loader's and 4 finished batches."""
+    split = ds.split("train")
+    order = np.random.default_rng(0).permutation(len(split))
+    rows = [split.indices[order[i * 128:(i + 1) * 128]] for i in range(n_batches)]
+    arrays = [*ds.tokens.values(), *ds.present.values(), ds.target]
+
+    def plain() -> None:
+        for r in rows:
+            s = np.sort(r)
+            for a in arrays:
+                a[s]
+
+    def read() -> None:
+        for r in rows:
+            ds.read(r)
+
+    def finished() -> None:
+        for r in rows:
+            ds.finish(ds.read(r))
+
+    def loader(workers: int, to: torch.device | None = None):
+        def run() -> None:
+            cuda = to is not None and to.type == "cuda"
+            for i, raw in enumerate(make_loader(ds.raw_split("train"), 128, True, num_workers=workers, pin_memory=cuda)):
+                if to is not None:
+                    ds.finish(raw.to(to, non_blocking=cuda))
+                if i + 1 == n_batches:
+                    break
+            if cuda:
+                torch.cuda.synchronize()
+        return run
+
+    plain(), read()                                                # page cache warm for both
+    rates = {"plain numpy read": best_rate(plain, n_batches), "cache read (raw)": best_rate(read, n_batches),
+             "read + finish on CPU": best_rate(finished, n_batches)}
+    for w in (1, 2):
+        rates[f"loader, {w} worker{'s' * (w > 1)}"] = best_rate(loader(w), n_batches, repeats=2)
+    if device.type != "cpu":
+        rates[f"loader (2) + finish on {device}"] = best_rate(loader(2, device), n_batches, repeats=2)
+    limit = rates["plain numpy read"]
+    print(f"reads of the same {n_batches} shuffled batches of 128 surveys ({sum(a[:1].nbytes for a in arrays) * 128 / 2**20:.1f} "
+          "MiB a batch as stored):")
+    for name, rate in rates.items():
+        print(f"  {name:<28} {rate:7.1f} batches/s  {rate / limit:5.2f} x the plain read")
+    batches = [ds.finish(ds.read(r)) for r in rows[:4]]
+    return rates["loader, 2 workers"], batches
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--surveys", type=int, default=20_000, help="surveys to write (GeoPlant: 88,987)")
@@ -104,6 +167,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2, help="processes decoding files during prepare")
     p.add_argument("--steps", type=int, default=5, help="timed training steps of the paper's model")
     p.add_argument("--workdir", default="/tmp/miam_data_pipeline")
+    p.add_argument("--device", default="cpu", help="also time the loader finishing batches on this device (cuda)")
+    p.add_argument("--reads-only", action="store_true", help="stop after the read rates (benchmarks/gpu_checks.sh)")
     p.add_argument("--keep", action="store_true", help="keep the written trees")
     p.add_argument("--epoch-memory", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -113,7 +178,7 @@ def main() -> None:
     torch.set_num_threads(2)
     work = Path(args.workdir)
     shutil.rmtree(work, ignore_errors=True)
-    sizes = {"quarter": max(1000, args.surveys // 4), "full": args.surveys}
+    sizes = {"full": args.surveys} if args.reads_only else {"quarter": max(1000, args.surveys // 4), "full": args.surveys}
     for name, n in sizes.items():
         start = time.perf_counter()
         fixture.write(work / name, seed=0, n_surveys=n, n_species=args.species, species_per_survey=17,
@@ -125,25 +190,18 @@ def main() -> None:
     start = time.perf_counter()
     cdir = prepare(source, root / "miam_cache", workers=args.workers)
     prep = time.perf_counter() - start
-    prepare(GeoPlantSource(work / "quarter"), work / "quarter" / "miam_cache", workers=args.workers, progress=False)
+    if "quarter" in sizes:
+        prepare(GeoPlantSource(work / "quarter"), work / "quarter" / "miam_cache", workers=args.workers, progress=False)
     size_mb = sum(f.stat().st_size for f in cdir.rglob("*") if f.is_file()) / 2**20
     ds = load_geoplant(root)
     print(f"\nprepare: {len(ds)} surveys in {prep:.1f} s ({len(ds) / prep:.0f} surveys/s, {args.workers} workers); "
           f"cache {size_mb:.0f} MiB; {ds.task.n_outputs} species kept (> 20 presences)")
-    loader = make_loader(ds.split("train"), 128, shuffle=True)
-    it = iter(loader)
-    next(it)
-    start, n_batches, batches = time.perf_counter(), 0, []
-    for batch in it:
-        n_batches += 1
-        if len(batches) < 4:
-            batches.append(batch)
-        if n_batches == 60:
-            break
-    read_rate = n_batches / (time.perf_counter() - start)
+    read_rate, batches = read_rates(ds, torch.device(args.device))
+    if args.reads_only:
+        return
     module = build_module(config(root, 192, 3, 8), ds)
     rate = step_rate(module, batches, args.steps)
-    print(f"cache reads: {read_rate:.1f} batches/s of 128 surveys ({read_rate * 128:.0f} surveys/s); "
+    print(f"cache reads (loader, 2 workers): {read_rate:.1f} batches/s of 128 surveys ({read_rate * 128:.0f} surveys/s); "
           f"paper model (192 x 3 layers, {sum(s.n_tokens for s in ds.specs)} tokens, {ds.task.n_outputs} outputs) "
           f"trains at {rate:.2f} steps/s on {torch.get_num_threads()} CPU threads: "
           f"reading is {read_rate / rate:.0f}x faster than training")

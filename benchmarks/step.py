@@ -1,10 +1,14 @@
 """Cost of MIAM's masking and of the per-modality validation, measured in one run.
 
-For both ``hidden`` modes (mask token / dropped tokens), prints
+For each mode (``replace``: mask token, hidden tokens collapsed in eval; ``replace-full``:
+the same model run as the full sequence, ``collapse_hidden="never"``, the cost before the
+collapse; ``drop``: hidden tokens left out), prints
   * MIAM training step (draw p, token mask, forward, backward, AdamW step) / the same
     step with no masking (every present token visible);
-  * all M unimodal validation passes / one full validation pass: batched in one forward,
-    in chunks of at most ``DEFAULT_MAX_ROWS`` rows (what validation runs), and one by one.
+  * all M unimodal validation passes / one full validation pass: in chunks of at most
+    ``device_max_rows`` rows (what validation runs), batched in one forward, and one by one;
+then the cost per row of an evaluation pass at several rows per pass on this device
+(``row_costs``), which justifies the CPU default and picks the rows per pass elsewhere.
 
     python benchmarks/step.py                 # paper-size model (width 192, 3 layers, 8 heads)
     python benchmarks/step.py --d-model 64 --depth 2 --heads 4 --device cuda
@@ -13,30 +17,40 @@ For both ``hidden`` modes (mask token / dropped tokens), prints
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
+from collections.abc import Callable, Sequence
 
 import torch
 
 from miam.data.synthetic import make_dataset
 from miam.masking import get_strategy, token_mask
 from miam.models import TaskLoss, TokenModel
-from miam.models.chunked import forward_subsets_chunked
+from miam.models.chunked import CPU_MAX_ROWS, MEASURED_ROWS, device_max_rows, forward_subsets_chunked, row_costs
 
 
-def timeit(fn, repeats: int, device: torch.device) -> float:
-    for _ in range(3):
+#: benchmark mode -> TokenModel options
+MODES = {"replace": {"hidden": "replace"}, "replace-full": {"hidden": "replace", "collapse_hidden": "never"},
+         "drop": {"hidden": "drop"}}
+#: rows per pass measured on CPU
+CPU_ROWS = (64, 256, 512, 1024, 2048)
+
+
+def timeit(fns: Sequence[Callable[[], object]], repeats: int, device: torch.device) -> list[float]:
+    """Best time of each of ``fns``, run in turn ``repeats`` times (interleaved: a loaded machine
+    slows all of them alike, so their ratios hold)."""
+    for fn in fns:
         fn()
-    times = []
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for fn, t in zip(fns, times):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t.append(time.perf_counter() - t0)
+    return [min(t) for t in times]
 
 
 def main() -> None:
@@ -48,6 +62,7 @@ def main() -> None:
     ap.add_argument("--eval-batch-size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     args = ap.parse_args()
     device = torch.device(args.device)
     ds = make_dataset(seed=0, n_sites=2000)
@@ -56,11 +71,12 @@ def main() -> None:
     names = ds.modalities
     print(f"device {device}, width {args.d_model}, depth {args.depth}, heads {args.heads}, "
           f"batch {args.batch_size}, tokens {sum(s.n_tokens for s in ds.specs)} over {len(names)} modalities")
-    print(f"{'hidden':8s} {'step ms':>8s} {'no-mask ms':>10s} {'ratio':>6s} | {'full val ms':>11s} "
-          f"{'M uni 1 pass':>12s} {'ratio':>6s} {'M uni chunked':>13s} {'ratio':>6s} {'M uni loop':>10s} {'ratio':>6s}")
-    for hidden in ("replace", "drop"):
+    print(f"{'mode':12s} {'step ms':>8s} {'no-mask ms':>10s} {'ratio':>6s} | {'full val ms':>11s} "
+          f"{'M uni chunked':>13s} {'ratio':>6s} {'M uni 1 pass':>12s} {'ratio':>6s} {'M uni loop':>10s} {'ratio':>6s}")
+    for mode in args.modes:
+        options = MODES[mode]
         torch.manual_seed(0)
-        model = TokenModel(ds.specs, ds.task, args.d_model, args.depth, args.heads, hidden=hidden).to(device)
+        model = TokenModel(ds.specs, ds.task, args.d_model, args.depth, args.heads, **options).to(device)
         loss_fn = TaskLoss("multilabel", torch.as_tensor(ds.target.sum(0)), len(ds)).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         strategy = get_strategy("miam", names)
@@ -78,21 +94,28 @@ def main() -> None:
             loss.backward()
             opt.step()
 
-        t_miam = timeit(lambda: step(True), args.repeats, device)
-        t_plain = timeit(lambda: step(False), args.repeats, device)
+        t_miam, t_plain = timeit([lambda: step(True), lambda: step(False)], args.repeats, device)
         model.eval()
         t_total = model.n_tokens
         uni = torch.stack([token_modality == i for i in range(len(names))])
         full = torch.ones(1, t_total, dtype=torch.bool, device=device)
         with torch.no_grad():
-            t_full = timeit(lambda: model.forward_subsets(eval_batch, full), args.repeats, device)
-            t_uni = timeit(lambda: model.forward_subsets(eval_batch, uni), args.repeats, device)
-            t_chunk = timeit(lambda: forward_subsets_chunked(model, eval_batch, uni), args.repeats, device)
-            t_loop = timeit(lambda: [model(eval_batch, m.expand(eval_batch.batch_size, -1)) for m in uni],
-                            args.repeats, device)
-        print(f"{hidden:8s} {t_miam * 1e3:8.1f} {t_plain * 1e3:10.1f} {t_miam / t_plain:6.2f} | "
-              f"{t_full * 1e3:11.1f} {t_uni * 1e3:12.1f} {t_uni / t_full:6.2f} {t_chunk * 1e3:13.1f} "
-              f"{t_chunk / t_full:6.2f} {t_loop * 1e3:10.1f} {t_loop / t_full:6.2f}")
+            t_full, t_chunk, t_uni, t_loop = timeit([
+                lambda: model.forward_subsets(eval_batch, full),
+                lambda: forward_subsets_chunked(model, eval_batch, uni),
+                lambda: model.forward_subsets(eval_batch, uni),
+                lambda: [model(eval_batch, m.expand(eval_batch.batch_size, -1)) for m in uni],
+            ], args.repeats, device)
+        print(f"{mode:12s} {t_miam * 1e3:8.1f} {t_plain * 1e3:10.1f} {t_miam / t_plain:6.2f} | "
+              f"{t_full * 1e3:11.1f} {t_chunk * 1e3:13.1f} {t_chunk / t_full:6.2f} {t_uni * 1e3:12.1f} "
+              f"{t_uni / t_full:6.2f} {t_loop * 1e3:10.1f} {t_loop / t_full:6.2f}", flush=True)
+    torch.manual_seed(0)
+    model = TokenModel(ds.specs, ds.task, args.d_model, args.depth, args.heads).to(device).eval()
+    costs = row_costs(model, eval_batch, CPU_ROWS if device.type == "cpu" else MEASURED_ROWS)
+    print("evaluation cost per row (all tokens visible) at rows per pass: "
+          + ", ".join(f"{n}: {c * 1e6:.0f} us" for n, c in costs.items()))
+    print(f"rows per pass on {device}: {device_max_rows(model, eval_batch)}"
+          + (f" (CPU_MAX_ROWS = {CPU_MAX_ROWS})" if device.type == "cpu" else " (measured, cached per device)"))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from miam.data.cache import cache_key, lonlat_to_km, prepare
 from miam.data.geoplant import ENV_TABLES, GeoPlantSource, load_geoplant, patch_path
 from miam.data.registry import build_dataset
 from miam.errors import DataFormatError, DatasetNotFoundError, StaleCacheError
+from miam.training.data import MultimodalDataModule
 
 ABOVE = 3  # the tiny set's presence threshold (the paper's is 20)
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -121,6 +122,28 @@ def test_short_real_training_run_reads_the_cache(ds, raw, tmp_path):
     assert result.epochs >= 1 and len(result.module.trajectory_) >= 3
     assert result.dataset.task.n_outputs == ds.task.n_outputs
     assert isinstance(result.dataset.tokens["sentinel"], np.memmap)
+
+
+def test_loaders_read_raw_uint8_and_finish_to_the_standardised_batch(ds):
+    idx = [7, 2, 30, 2, 11]
+    raw = ds.read(idx)
+    assert raw.tokens["sentinel"].dtype == torch.uint8 and raw.tokens["env"].dtype == torch.float32
+    norm = json.loads((ds.cache_dir / "manifest.json").read_text())["norm"]
+    for m, x in ds.finish(raw).tokens.items():                           # (x - mean) / std, 0 where missing
+        mean, std = (torch.tensor(norm[m][k]) for k in ("mean", "std"))
+        pres = torch.from_numpy(ds.present[m][idx])
+        want = (torch.from_numpy(np.asarray(ds.tokens[m][idx], dtype=np.float32)) - mean) / std
+        want[~pres] = 0.0
+        assert torch.allclose(x, want, atol=1e-5), m
+    n = min(4, len(ds.split("val")))
+    dm = MultimodalDataModule(ds, batch_size=4, eval_batch_size=n, num_workers=1)
+    first = next(iter(dm.val_dataloader()))
+    assert first.tokens["sentinel"].dtype == torch.uint8
+    finished = dm.on_after_batch_transfer(first.to("cpu"), 0)
+    expected = ds.split("val").__getitems__(list(range(n)))
+    for m in expected.tokens:
+        assert torch.equal(finished.tokens[m], expected.tokens[m]) and torch.equal(finished.present[m], expected.present[m])
+    assert torch.equal(finished.target, expected.target) and torch.equal(finished.ids, expected.ids)
 
 
 def test_registry_builds_the_same_dataset(ds, raw):

@@ -6,7 +6,7 @@ import torch
 from miam.data.synthetic import make_dataset
 from miam.errors import InvalidParameterError, ShapeError
 from miam.models import TaskLoss, TokenModel, build_model, full_weighted_bce
-from miam.models.chunked import forward_subsets_chunked
+from miam.models.chunked import CPU_MAX_ROWS, device_max_rows, forward_subsets_chunked, pick_rows, row_costs
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +85,13 @@ def test_full_weighted_bce_by_hand():
     neg = (w / (w - 1) * (1 - y) * -torch.log(1 - sig)).mean()
     assert torch.allclose(full_weighted_bce(logits, y, w), pos + neg)
     assert torch.isfinite(full_weighted_bce(torch.tensor([[80.0, -80.0]]), torch.tensor([[0.0, 1.0]]), w))
+
+
+def test_rows_per_pass_from_a_measurement(ds):
+    model = TokenModel(ds.specs, ds.task, d_model=16, depth=1, heads=2).eval()
+    batch = ds.__getitems__(list(range(8)))
+    costs = row_costs(model, batch, rows=(4, 16), repeats=1)       # 4 rows: half the batch; 16: two masks
+    assert list(costs) == [4, 16] and all(c > 0 for c in costs.values())
+    assert pick_rows({1024: 3e-6, 4096: 1.08e-6, 16384: 1e-6}) == 4096
+    assert pick_rows({1024: 3e-6, 4096: 1.2e-6, 16384: 1e-6}) == 16384
+    assert device_max_rows(model, batch) == CPU_MAX_ROWS            # the CPU keeps its measured default

@@ -57,6 +57,8 @@ class ModelConfig:
     hidden: str = "replace"
     mask_token: str = "shared"
     readd_position: bool = False
+    #: ``replace`` only: ``eval`` (collapse hidden tokens where exact, in eval mode), ``always`` (also in training; needs dropout 0) or ``never``
+    collapse_hidden: str = "eval"
     pooling: str = "mean"
     tabular_embedding: str = "periodic"
     n_frequencies: int = 48

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from miam.data._download import sha256sum
@@ -451,6 +452,33 @@ def open_cache(
     return ds
 
 
+class RawBatch(MultimodalBatch):
+    """A batch as the cache stores it (compact dtypes, not standardised): what
+    :meth:`CachedDataset.read` returns; :meth:`CachedDataset.finish` makes the model's batch.
+
+    The training loaders carry it to the device (pinned on CUDA) and finish it there, so
+    images cross the bus as uint8.
+    """
+
+    def pin_memory(self) -> RawBatch:
+        pin = lambda t: t.pin_memory()  # noqa: E731
+        return RawBatch({m: pin(t) for m, t in self.tokens.items()}, {m: pin(t) for m, t in self.present.items()},
+                        pin(self.target), None if self.ids is None else pin(self.ids))
+
+
+class RawSplit(Dataset):
+    """Rows of a :class:`CachedDataset` read as :class:`RawBatch` (``__getitems__`` -> :meth:`CachedDataset.read`)."""
+
+    def __init__(self, base: CachedDataset, indices: np.ndarray) -> None:
+        self.base, self.indices = base, np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitems__(self, indices: Sequence[int]) -> RawBatch:
+        return self.base.read(self.indices[np.asarray(indices, dtype=np.int64)])
+
+
 class CachedDataset(MultimodalDataset):
     """A :class:`MultimodalDataset` read from a cache folder; every array is an ``np.memmap``.
 
@@ -483,20 +511,37 @@ class CachedDataset(MultimodalDataset):
         self._norm = {m: (inv_std[m], -torch.tensor(v["mean"]) * inv_std[m]) for m, v in manifest["norm"].items()}
 
     def __getitems__(self, indices: Sequence[int]) -> MultimodalBatch:
+        return self.finish(self.read(indices))
+
+    def raw_split(self, name: str) -> RawSplit:
+        """Split ``name`` read as :class:`RawBatch` (for loaders that finish batches on the device)."""
+        return RawSplit(self, self.split(name).indices)
+
+    def read(self, indices: Sequence[int]) -> RawBatch:
+        """The rows ``indices`` as stored (uint8 images, raw values): one gather per array.
+
+        Nothing is converted or standardised, so the read runs at the speed of a plain numpy
+        read of the same bytes (``benchmarks/data_pipeline.py``); :meth:`finish` does the rest,
+        on whatever device the batch is. ``np.take`` gathers straight into the batch's order:
+        sorting the rows first and permuting back copies the bytes twice, for no gain on rows
+        of kilobytes (an image) or on a page-cached file.
+        """
         idx = np.asarray(indices, dtype=np.int64)
-        order = np.argsort(idx, kind="stable")
-        back = torch.from_numpy(np.argsort(order))
-        rows = idx[order]  # sorted reads are sequential on disk
-        tokens, present = {}, {}
-        for m, arr in self.tokens.items():
-            pres = torch.from_numpy(np.ascontiguousarray(self.present[m][rows]))[back]
-            x = torch.from_numpy(np.ascontiguousarray(arr[rows]))[back].to(torch.float32)
-            scale, shift = self._norm[m]
-            torch.addcmul(shift, x, scale, out=x)                        # (x - mean) / std in one pass, in place
-            tokens[m] = x.masked_fill_(~pres.reshape(*pres.shape, *([1] * (x.ndim - 2))), 0.0)
-            present[m] = pres
-        target = torch.from_numpy(np.ascontiguousarray(self.target[rows]))[back]
-        return MultimodalBatch(tokens, present, target, torch.from_numpy(self.ids[idx]))
+        take = lambda arr: torch.from_numpy(np.take(arr, idx, axis=0))  # noqa: E731
+        return RawBatch({m: take(a) for m, a in self.tokens.items()}, {m: take(a) for m, a in self.present.items()},
+                        take(self.target), torch.from_numpy(self.ids[idx]))
+
+    def finish(self, raw: MultimodalBatch) -> MultimodalBatch:
+        """The model's batch of a :meth:`read` batch: tokens as float32 standardised with the prepare
+        step's statistics, 0 under missing tokens; computed on ``raw``'s device, in place where
+        ``raw`` already holds float32 (a read batch is used once)."""
+        tokens = {}
+        for m, x in raw.tokens.items():
+            scale, shift = (t.to(x.device) for t in self._norm[m])
+            pres = raw.present[m].reshape(*raw.present[m].shape, *([1] * (x.ndim - 2)))
+            x = x.to(torch.float32)                   # a new buffer for uint8, the read's own one for float32
+            tokens[m] = torch.addcmul(shift, x, scale, out=x).masked_fill_(~pres, 0.0)   # in place: no new pages
+        return MultimodalBatch(tokens, dict(raw.present), raw.target, raw.ids)
 
     def positive_counts(self, indices: Any = None) -> Tensor:
         """Per-output counts, summed in chunks so the target is never copied whole."""

@@ -71,8 +71,8 @@ class SubsetEvaluator:
         groups: optional modality grouping; subsets are then named by group.
         batch_size: samples per data batch.
         max_rows: most (subset x sample) rows in one forward pass; None picks
-            :data:`miam.models.chunked.DEFAULT_MAX_ROWS` for the model's device (the cost
-            per row grows with the rows of a CPU pass; ``benchmarks/subsets.py`` measures it).
+            :func:`miam.models.chunked.device_max_rows` for the model's device (256 on CPU,
+            where the cost per row grows with the rows of a pass; measured once on a GPU).
 
     Masks are scored in order of their number of visible tokens, so that with
     ``hidden="drop"`` the packed sequences of one pass have similar lengths.

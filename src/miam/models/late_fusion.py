@@ -194,11 +194,11 @@ class LateFusionModel(nn.Module):
         enc = self.encoders[modality]
         emb = enc.embed(batch, batch.present[modality])
         if torch.is_grad_enabled():
-            return enc.encode(emb[sample], visible)
+            return enc.encode(emb, visible, sample)
         rows = visible.any(dim=1).nonzero().squeeze(1)
         h = emb.new_zeros(visible.shape[0], self.d_model)
         if len(rows):
-            h[rows] = enc.encode(emb[sample[rows]], visible[rows])
+            h[rows] = enc.encode(emb, visible[rows], sample[rows])
         return h
 
     def _encode(self, batch: MultimodalBatch, visible: Tensor, sample: Tensor) -> tuple[Tensor, Tensor]:

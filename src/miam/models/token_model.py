@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from miam.data.batch import MultimodalBatch
 from miam.data.spec import ModalitySpec, TaskSpec
-from miam.errors import ShapeError, check_choice
+from miam.errors import InvalidParameterError, ShapeError, check_choice
 from miam.models.tokenizers import build_tokenizer
 
 HIDDEN_MODES = ("replace", "drop")
 MASK_TOKENS = ("shared", "per_modality")
 POOLINGS = ("mean", "cls")
+#: when ``hidden="replace"`` runs the collapsed sequence (one mask token per kind, with its count)
+COLLAPSE_HIDDEN = ("eval", "always", "never")
+
+logger = logging.getLogger("miam.models")
 
 
 class TokenModel(nn.Module):
@@ -30,6 +37,17 @@ class TokenModel(nn.Module):
 
     A learned CLS token is always visible, so an all-hidden input gives a finite output.
 
+    Collapsed hidden tokens (``hidden="replace"``): every hidden token of one kind (the
+    shared mask token, or one per modality) enters the encoder as the same vector and,
+    without dropout, stays identical through every layer, since each sees the same keys
+    and applies the same function. k identical keys in a softmax weigh as one key with
+    log k added to its logit, and k identical tokens in the mean pool as one weighted by
+    k. So the sequence [CLS, visible tokens packed to the left, one mask token per kind
+    present] with those corrections gives the full sequence's output, to rounding, at the
+    cost of the visible tokens. It is exact in eval mode and, with ``dropout=0``, in
+    training; not when the position is re-added to the mask token (the hidden tokens
+    then differ), where the full sequence runs and the log says so once.
+
     Args:
         specs: the modalities, in token order.
         task: what to predict (``n_outputs`` logits).
@@ -39,6 +57,11 @@ class TokenModel(nn.Module):
         readd_position: add the position and modality embedding to the mask token.
         pooling: ``"mean"`` over CLS + tokens in the sequence, or ``"cls"``.
         tabular_embedding, n_frequencies, sigma: the tabular number embedding.
+        collapse_hidden: ``"eval"`` (default: collapse hidden tokens in eval mode),
+            ``"always"`` (also in training; needs ``dropout=0``) or ``"never"``.
+
+    Raises:
+        InvalidParameterError: ``collapse_hidden="always"`` with dropout or ``readd_position``.
     """
 
     def __init__(
@@ -56,13 +79,21 @@ class TokenModel(nn.Module):
         tabular_embedding: str = "periodic",
         n_frequencies: int = 48,
         sigma: float = 0.01,
+        collapse_hidden: str = "eval",
     ) -> None:
         super().__init__()
         check_choice("TokenModel", "hidden", hidden, HIDDEN_MODES)
         check_choice("TokenModel", "mask_token", mask_token, MASK_TOKENS)
         check_choice("TokenModel", "pooling", pooling, POOLINGS)
+        check_choice("TokenModel", "collapse_hidden", collapse_hidden, COLLAPSE_HIDDEN)
         if d_model % heads:
             raise ShapeError(f"TokenModel: d_model={d_model} must be divisible by heads={heads}.")
+        if collapse_hidden == "always" and (dropout > 0 or readd_position):
+            raise InvalidParameterError(
+                f"TokenModel: collapse_hidden='always' is exact only with dropout=0 and readd_position=False "
+                f"(got dropout={dropout}, readd_position={readd_position}); use collapse_hidden='eval'.")
+        self.collapse_hidden = collapse_hidden
+        self._said_full = False
         self.specs = list(specs)
         self.task = task
         self.hidden, self.pooling, self.readd_position = hidden, pooling, readd_position
@@ -123,28 +154,102 @@ class TokenModel(nn.Module):
         s = masks.shape[0]
         visible = (present.unsqueeze(0) & (masks if masks.ndim == 3 else masks.unsqueeze(1))).reshape(s * b, t)
         emb = self.embed(batch, present)
-        emb = emb.unsqueeze(0).expand(s, *emb.shape).reshape(s * b, t, -1)
-        return self.head(self.encode(emb, visible)).reshape(s, b, -1)
+        sample = torch.arange(b, device=emb.device).repeat(s)
+        return self.head(self.encode(emb, visible, sample)).reshape(s, b, -1)
 
-    def encode(self, emb: Tensor, visible: Tensor) -> Tensor:
-        """The pooled representation [B, d] of token embeddings [B, T, d] under ``visible``."""
-        b, t, d = emb.shape
-        cls = self.cls.expand(b, 1, d)
-        if self.hidden == "replace":
+    def encode(self, emb: Tensor, visible: Tensor, sample: Tensor | None = None) -> Tensor:
+        """The pooled representation [N, d] of N rows: row i is ``emb[sample[i]]`` under ``visible[i]``.
+
+        ``emb`` is [B, T, d] token embeddings, ``visible`` a bool [N, T], ``sample`` a long [N]
+        (None: row i is ``emb[i]``). Sequences follow the visible tokens (packed to the left)
+        with ``hidden="drop"``, and with ``hidden="replace"`` where the collapse is exact.
+        """
+        n, t = visible.shape
+        d = emb.shape[-1]
+        cls = self.cls.expand(n, 1, d)
+        if self.hidden == "replace" and not self._collapses():
+            rows = emb if sample is None else emb[sample]
             mask_tok = self.mask_token[0 if self.mask_token.shape[0] == 1 else self.token_modality]
             if self.readd_position:
                 mask_tok = mask_tok + self.position + self.modality[self.token_modality]
-            seq = torch.where(visible.unsqueeze(-1), emb, mask_tok.expand(b, t, d))
+            seq = torch.where(visible.unsqueeze(-1), rows, mask_tok.expand(n, t, d))
             h = self.norm(self.encoder(torch.cat([cls, seq], dim=1)))
             return h[:, 0] if self.pooling == "cls" else h.mean(dim=1)
-        counts = visible.sum(dim=1)
-        length = int(counts.max()) if b else 0
-        order = torch.argsort((~visible).to(torch.int8), dim=1, stable=True)[:, :length]
-        packed = emb.gather(1, order.unsqueeze(-1).expand(b, length, d))
-        pad = torch.arange(length, device=emb.device).unsqueeze(0) >= counts.unsqueeze(1)
-        pad = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=emb.device), pad], dim=1)
-        h = self.norm(self.encoder(torch.cat([cls, packed], dim=1), src_key_padding_mask=pad))
+        if self.hidden == "drop":
+            seq, pad = self._pack(emb, visible, sample, cls[:1], None)
+            h = self.encoder(seq, src_key_padding_mask=pad)
+            weight = (~pad).to(emb.dtype)
+        else:
+            kinds, counts = self._hidden_kinds(visible, emb.dtype)
+            seq, pad = self._pack(emb, visible, sample, cls[:1], kinds)
+            weight = torch.cat([(~pad[:, :seq.shape[1] - len(kinds)]).to(emb.dtype), counts], dim=1)
+            key_bias = weight.log()            # 0 for CLS and visible tokens, -inf under padding, log k for a kind
+            h = self._encode_with_key_bias(seq, key_bias)
+        h = self.norm(h)
         if self.pooling == "cls":
             return h[:, 0]
-        keep = (~pad).unsqueeze(-1).to(h.dtype)
-        return (h * keep).sum(dim=1) / keep.sum(dim=1)
+        weight = weight.unsqueeze(-1)                  # 1 for CLS and visible tokens, k for a kind, 0 under padding
+        return (h * weight).sum(dim=1) / weight.sum(dim=1)
+
+    def _encode_with_key_bias(self, x: Tensor, key_bias: Tensor) -> Tensor:
+        """``self.encoder(x)`` [N, L, d] with ``key_bias`` [N, L] added to every attention logit of each key.
+
+        ``nn.TransformerEncoder``'s inference fast path reads a float key mask as a boolean one,
+        so the same pre-LN layers (same weights) run here through ``scaled_dot_product_attention``.
+        """
+        n, length, d = x.shape
+        for layer in self.encoder.layers:
+            attn = layer.self_attn
+            heads = attn.num_heads
+            qkv = F.linear(layer.norm1(x), attn.in_proj_weight, attn.in_proj_bias)
+            q, k, v = qkv.view(n, length, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias[:, None, None, :].to(q.dtype),
+                                               dropout_p=attn.dropout if self.training else 0.0)
+            x = x + layer.dropout1(attn.out_proj(a.transpose(1, 2).reshape(n, length, d)))
+            x = x + layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(x))))))
+        return x
+
+    def _collapses(self) -> bool:
+        """Whether ``hidden="replace"`` runs the collapsed sequence now; says once per model when it cannot."""
+        if self.collapse_hidden == "never":
+            return False
+        if self.readd_position:
+            reason = "the mask token carries its position (readd_position=True), so hidden tokens differ"
+        elif self.training and self.collapse_hidden == "eval":
+            reason = "training mode (exact only without dropout: collapse_hidden='always' with dropout=0)"
+        else:
+            return True
+        if not self._said_full:
+            logger.info("TokenModel: hidden tokens run as the full sequence, not collapsed: %s.", reason)
+            self._said_full = True
+        return False
+
+    def _pack(self, emb: Tensor, visible: Tensor, sample: Tensor | None, first: Tensor,
+              last: Tensor | None) -> tuple[Tensor, Tensor]:
+        """One gather builds every row's sequence [N, 1 + L + K, d]: ``first`` [1, 1, d] (CLS), the
+        row's visible tokens packed to the left (L: the most visible in a row), then ``last`` [K, d]
+        (or none); and the padding [N, 1 + L + K], True past each row's visible tokens."""
+        n, t = visible.shape
+        b, _, d = emb.shape
+        counts = visible.sum(dim=1)
+        length = int(counts.max()) if n else 0
+        parts = [first.expand(b, 1, d), emb] + ([] if last is None else [last.expand(b, -1, d)])
+        table = torch.cat(parts, dim=1)                                       # [B, 1 + T + K, d]: small
+        k = 0 if last is None else len(last)
+        order = torch.argsort((~visible).to(torch.int8), dim=1, stable=True)[:, :length] + 1
+        ends = torch.arange(1 + t, 1 + t + k, device=emb.device).expand(n, k)
+        index = torch.cat([torch.zeros(n, 1, dtype=order.dtype, device=emb.device), order, ends], dim=1)
+        rows = torch.arange(n, device=emb.device) if sample is None else sample
+        pad = torch.arange(1 + length + k, device=emb.device).unsqueeze(0) > counts.unsqueeze(1)
+        pad[:, 1 + length:] = False
+        return table[rows.unsqueeze(1), index], pad
+
+    def _hidden_kinds(self, visible: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """The mask tokens [K, d] hidden somewhere in ``visible`` [N, T], and their counts per row [N, K]."""
+        hidden = (~visible).to(dtype)
+        if self.mask_token.shape[0] == 1:
+            counts = hidden.sum(dim=1, keepdim=True)
+        else:
+            counts = hidden.new_zeros(len(hidden), self.mask_token.shape[0]).index_add_(1, self.token_modality, hidden)
+        used = counts.any(dim=0)
+        return self.mask_token[used], counts[:, used]

@@ -10,7 +10,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from miam.data.batch import collate
+from miam.data.batch import MultimodalBatch, collate
+from miam.data.cache import CachedDataset
 from miam.data.dataset import MultimodalDataset
 
 
@@ -56,12 +57,17 @@ class EpochSampler(Sampler[int]):
         return len(range(rank, self.n, world))
 
 
-def make_loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0) -> DataLoader:
-    """A loader that fetches whole batches through ``__getitems__`` (no per-sample Python work)."""
+def make_loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0,
+                pin_memory: bool = False) -> DataLoader:
+    """A loader that fetches whole batches through ``__getitems__`` (no per-sample Python work).
+
+    ``pin_memory`` pins batches that can be pinned (:class:`~miam.data.cache.RawBatch`) for
+    asynchronous copies to a CUDA device.
+    """
     return DataLoader(
         ds, batch_size=batch_size, sampler=EpochSampler(len(ds), shuffle, seed, pad=shuffle),
         collate_fn=collate, num_workers=num_workers, persistent_workers=num_workers > 0,
-        generator=torch.Generator().manual_seed(seed),
+        generator=torch.Generator().manual_seed(seed), pin_memory=pin_memory,
     )
 
 
@@ -70,6 +76,10 @@ class MultimodalDataModule(L.LightningDataModule):
 
     The test loader is only built when ``test_dataloader`` is called, after training:
     model selection never touches test data.
+
+    A :class:`~miam.data.cache.CachedDataset` is read raw (uint8 images stay uint8, one
+    gather per array), pinned when training on CUDA, and finished on the device by
+    :meth:`on_after_batch_transfer` (Lightning calls it; outside Lightning, call it on each batch).
     """
 
     def __init__(self, dataset: MultimodalDataset, batch_size: int = 128, eval_batch_size: int = 512,
@@ -80,12 +90,22 @@ class MultimodalDataModule(L.LightningDataModule):
         self.num_workers, self.seed = num_workers, seed
         self.test_loader_built = False
 
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        cached = isinstance(self.dataset, CachedDataset)
+        cuda = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        ds = self.dataset.raw_split(split) if cached else self.dataset.split(split)
+        return make_loader(ds, batch_size, shuffle, self.seed, self.num_workers, pin_memory=cached and cuda)
+
     def train_dataloader(self) -> DataLoader:
-        return make_loader(self.dataset.split("train"), self.batch_size, True, self.seed, self.num_workers)
+        return self._loader("train", self.batch_size, True)
 
     def val_dataloader(self) -> DataLoader:
-        return make_loader(self.dataset.split("val"), self.eval_batch_size, False, self.seed, self.num_workers)
+        return self._loader("val", self.eval_batch_size, False)
 
     def test_dataloader(self) -> DataLoader:
         self.test_loader_built = True
-        return make_loader(self.dataset.split("test"), self.eval_batch_size, False, self.seed, self.num_workers)
+        return self._loader("test", self.eval_batch_size, False)
+
+    def on_after_batch_transfer(self, batch: MultimodalBatch, dataloader_idx: int) -> MultimodalBatch:
+        """Standardise a cached dataset's raw batch where it now is (the training device)."""
+        return self.dataset.finish(batch) if isinstance(self.dataset, CachedDataset) else batch

@@ -50,6 +50,8 @@ class TrainResult:
     stopped_early: bool = False
     #: the inputs the validation says to trust (:func:`miam.training.inputs.choose_inputs`), also in the checkpoint
     inputs: dict[str, Any] | None = None
+    #: where the model trained (``"cuda:0"``, ``"cpu"``): :func:`test_subsets` evaluates there
+    device: str = "cpu"
 
     def trajectory(self) -> pd.DataFrame:
         """Per epoch and modality: score, rho_s, rho_d, w."""
@@ -267,20 +269,25 @@ def train(cfg: RunConfig, dataset: MultimodalDataset | None = None, resume: bool
         if trainer.is_global_zero:
             store_inputs(best, inputs)
             print(describe_inputs(inputs), flush=True)
-    return TrainResult(best_module, dataset, out, best, str(last), seconds, trainer.current_epoch, stopped, inputs)
+    return TrainResult(best_module, dataset, out, best, str(last), seconds, trainer.current_epoch, stopped, inputs,
+                       str(trainer.strategy.root_device))
 
 
 def test_subsets(result: TrainResult, evaluation: EvaluationConfig | None = None,
                  batch_size: int = 512) -> pd.DataFrame:
     """Test scores of the selected model on every non-empty modality subset and, when
-    ``evaluation`` lists them, on the named input configurations (``evaluation.configs``)."""
-    module = result.module.to(torch.device("cpu"))
+    ``evaluation`` lists them, on the named input configurations (``evaluation.configs``),
+    on the device the model trained on."""
+    module = result.module.to(torch.device(result.device))
     evaluation = evaluation or EvaluationConfig()
     groups = module.hparams.get("groups")
-    evaluator = SubsetEvaluator(module.model, module.task, groups, batch_size=batch_size)
-    configs = resolve_configs(module.specs, evaluation.configs, groups)
-    return evaluator.evaluate(result.dataset.split("test"), all_subsets(evaluator.names), configs,
-                              evaluation.top_k_f1)
+    try:
+        evaluator = SubsetEvaluator(module.model, module.task, groups, batch_size=batch_size)
+        configs = resolve_configs(module.specs, evaluation.configs, groups)
+        return evaluator.evaluate(result.dataset.split("test"), all_subsets(evaluator.names), configs,
+                                  evaluation.top_k_f1)
+    finally:
+        module.cpu()                                  # the result's model stays on the CPU, as loaded
 
 
 test_subsets.__test__ = False  # a library function, not a pytest test
