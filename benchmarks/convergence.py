@@ -8,8 +8,9 @@ the test split on every named input configuration of the dataset's config
 
 Two phases, never mixed:
 
-* ``--phase dev``: development landscapes (seeds 100-104) and the *validation* split's
-  scores in the logs are where every choice is made (which MIAM variant, which settings);
+* ``--phase dev``: development landscapes (seeds 100-104), reported on the *validation*
+  split (``validation.json``: the selected model's scores there), where every choice is made
+  (which MIAM variant, which settings); their test scores stay in ``result.json``, unread;
 * ``--phase confirm``: confirmation landscapes (seeds 0-4), run once at the end with the
   rows chosen on dev, for the final tables.
 
@@ -46,12 +47,16 @@ import pandas as pd
 from miam.cli.common import packaged_config
 from miam.config import RunConfig, load_config
 from miam.data.registry import build_dataset
-from miam.explain.subsets import headline_columns, token_groups
 from miam.masking import list_strategies
+from miam.explain.subsets import headline_columns, summarize_subsets, token_groups
+from miam.training import MiamModule
 from miam.training.compare import PLAIN, NO_MASKING, PlannedRun, execute, run_config
+from miam.training.run import score_split
 
 #: the seeds of each phase: development landscapes for every choice, confirmation ones once
 PHASE_SEEDS = {"dev": [100, 101, 102, 103, 104], "confirm": [0, 1, 2, 3, 4]}
+#: the split each phase reports: choices read validation scores only
+PHASE_SPLIT = {"dev": "val", "confirm": "test"}
 #: the masking strategies with fixed (or no) feedback: the reference is the best of them
 FIXED = [s for s in list_strategies() if s != "miam"]
 #: MIAM as the paper runs it: lambda from the dataset's config, raw scores, one-epoch differences
@@ -91,22 +96,33 @@ def row_config(base: RunConfig, row: str, units: dict[str, list[str]]) -> tuple[
     return run_config(base, row)
 
 
-def run_row(base: RunConfig, row: str, seed: int, out: Path, dataset: Any, units: dict[str, list[str]]
-            ) -> dict[str, Any]:
-    """Train and test one row on one landscape (or read its finished result)."""
+def run_row(base: RunConfig, row: str, seed: int, out: Path, dataset: Any, units: dict[str, list[str]],
+            split: str = "test") -> dict[str, Any]:
+    """Train and test one row on one landscape (or read its finished result); with
+    ``split="val"``, the same selected model's scores on the validation split instead
+    (``validation.json``): what the development phase decides on."""
     cfg, kind = row_config(base, row, units)
     run_dir = out / row.replace(":", "_")
     cfg = cfg.replace(trainer={"seed": seed}, out_dir=str(run_dir))
     run = PlannedRun(row, kind, seed, cfg)
-    if run.result_file.is_file():
-        return json.loads(run.result_file.read_text())
     data = dataset.select(units[row.split(":", 1)[1]]) if kind == "alone" else dataset
-    return execute(run, data)
+    result = json.loads(run.result_file.read_text()) if run.result_file.is_file() else execute(run, data)
+    if split == "test":
+        return result
+    file = run_dir / "validation.json"
+    if not file.is_file():
+        module = MiamModule.load_from_checkpoint(str(run_dir / "checkpoints" / "best.ckpt"), map_location="cpu")
+        table = score_split(module, data, "val", cfg.evaluation, cfg.data.eval_batch_size)
+        scores = summarize_subsets(table, module.group_names)
+        file.write_text(json.dumps({**{k: result[k] for k in ("name", "kind", "architecture", "seed", "epochs",
+                                                              "hit_cap", "train_seconds", "resumed")}, **scores}))
+    return json.loads(file.read_text())
 
 
 def sweep(phase: str, name: str, rows: list[str], epochs: int, patience: int, out_root: Path,
           overrides: list[str], seeds: list[int] | None = None, log: Any = print) -> pd.DataFrame:
-    """Every (seed, row) run of one dataset in one phase, seed by seed; returns one row per run."""
+    """Every (seed, row) run of one dataset in one phase, seed by seed; returns one row per run
+    with its validation scores (dev) or its test scores (confirm)."""
     seeds = seeds or PHASE_SEEDS[phase]
     stray = [s for s in seeds if s not in PHASE_SEEDS[phase]]
     if stray:
@@ -121,7 +137,8 @@ def sweep(phase: str, name: str, rows: list[str], epochs: int, patience: int, ou
         chosen = all_rows(list(units)) if rows == ["all"] else rows
         for k, row in enumerate(chosen, 1):
             start = time.perf_counter()
-            result = run_row(base, row, seed, out_root / phase / name / f"seed{seed}", dataset, units)
+            result = run_row(base, row, seed, out_root / phase / name / f"seed{seed}", dataset, units,
+                             PHASE_SPLIT[phase])
             if row.startswith("alone:"):   # only its own modality's column speaks for an oracle row
                 result = {k: v for k, v in result.items() if k not in ("full", "avg_modality_subsets")}
             results.append({**result, "name": row, "seed": seed, "dataset": name})
@@ -149,8 +166,9 @@ def paired(runs: pd.DataFrame, reference: str, column: str) -> pd.DataFrame:
     return pd.DataFrame(out).sort_values("mean", ascending=False)
 
 
-def report(runs: pd.DataFrame, reference: str | None = None) -> str:
-    """Markdown: per dataset, the mean ± sd table, runs at the cap, and paired differences."""
+def report(runs: pd.DataFrame, reference: str | None = None, split: str = "test") -> str:
+    """Markdown: per dataset, the mean ± sd table, runs at the cap, and paired differences (of
+    whatever split the runs hold: validation in the dev phase, test in confirmation)."""
     parts = []
     for name, part in runs.groupby("dataset", sort=False):
         configs = [c for c in part.columns if c.startswith("config:") and "/" not in c]
@@ -163,7 +181,7 @@ def report(runs: pd.DataFrame, reference: str | None = None) -> str:
         key = "avg_paper_configs" if "avg_paper_configs" in part else "avg_modality_subsets"
         fixed = part[part["name"].isin(FIXED)].groupby("name")[key].mean()
         ref = reference or (fixed.idxmax() if len(fixed) else None)
-        parts.append(f"## {name}: {part['seed'].nunique()} seeds, {len(part)} runs, "
+        parts.append(f"## {name}, {split} split: {part['seed'].nunique()} seeds, {len(part)} runs, "
                      f"{int(part['hit_cap'].sum())} at the epoch cap\n\n{table.to_markdown()}\n")
         if ref is not None:
             for column in dict.fromkeys([key, "avg_modality_subsets", "full"]):
@@ -209,7 +227,8 @@ def main() -> None:
     frames = []
     for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
         if args.report_only:
-            files = sorted((out / args.phase / name).glob("seed*/*/result.json"))
+            kind = "validation.json" if PHASE_SPLIT[args.phase] == "val" else "result.json"
+            files = sorted((out / args.phase / name).glob(f"seed*/*/{kind}"))
             frames.append(pd.DataFrame([{**json.loads(f.read_text()), "name": f.parent.name.replace("_", ":", 1)
                                          if f.parent.name.startswith("alone_") else f.parent.name,
                                          "dataset": name} for f in files]))
@@ -219,7 +238,7 @@ def main() -> None:
                                 lambda line: print(line, flush=True)))
     runs = pd.concat(frames, ignore_index=True)
     runs.to_csv(out / f"runs_{args.phase}.csv", index=False)
-    text = report(runs, args.reference)
+    text = report(runs, args.reference, PHASE_SPLIT[args.phase])
     (out / f"report_{args.phase}.md").write_text(text)
     print(text)
 

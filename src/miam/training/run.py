@@ -273,21 +273,26 @@ def train(cfg: RunConfig, dataset: MultimodalDataset | None = None, resume: bool
                        str(trainer.strategy.root_device))
 
 
-def test_subsets(result: TrainResult, evaluation: EvaluationConfig | None = None,
-                 batch_size: int = 512) -> pd.DataFrame:
-    """Test scores of the selected model on every non-empty modality subset and, when
-    ``evaluation`` lists them, on the named input configurations (``evaluation.configs``),
-    on the device the model trained on."""
-    module = result.module.to(torch.device(result.device))
+def score_split(module: MiamModule, dataset: MultimodalDataset, split: str = "test",
+                evaluation: EvaluationConfig | None = None, batch_size: int = 512,
+                device: str = "cpu") -> pd.DataFrame:
+    """Scores of ``module`` on one split: every non-empty modality subset and, when
+    ``evaluation`` lists them, the named input configurations (``evaluation.configs``)."""
+    module = module.to(torch.device(device))
     evaluation = evaluation or EvaluationConfig()
     groups = module.hparams.get("groups")
     try:
         evaluator = SubsetEvaluator(module.model, module.task, groups, batch_size=batch_size)
         configs = resolve_configs(module.specs, evaluation.configs, groups)
-        return evaluator.evaluate(result.dataset.split("test"), all_subsets(evaluator.names), configs,
-                                  evaluation.top_k_f1)
+        return evaluator.evaluate(dataset.split(split), all_subsets(evaluator.names), configs, evaluation.top_k_f1)
     finally:
-        module.cpu()                                  # the result's model stays on the CPU, as loaded
+        module.cpu()                                  # the model stays on the CPU, as loaded
+
+
+def test_subsets(result: TrainResult, evaluation: EvaluationConfig | None = None,
+                 batch_size: int = 512) -> pd.DataFrame:
+    """Test scores of the selected model (:func:`score_split`), on the device it trained on."""
+    return score_split(result.module, result.dataset, "test", evaluation, batch_size, result.device)
 
 
 test_subsets.__test__ = False  # a library function, not a pytest test
