@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from miam.data.batch import MultimodalBatch
+from miam.models.token_model import TokenModel
 
 #: (mask x sample) rows per forward pass on CPU. The cost per row grows with the rows of
 #: one pass there (``benchmarks/step.py`` prints :func:`row_costs` for the paper-size model),
@@ -76,11 +77,13 @@ def forward_subsets_chunked(model: nn.Module, batch: MultimodalBatch, masks: Ten
     """``model.forward_subsets(batch, masks)`` [S, B, out], run over chunks of at most ``max_rows`` rows.
 
     ``max_rows`` None picks :func:`device_max_rows` for the batch's device. Every chunk
-    holds at least one mask, and the embeddings are recomputed per chunk only.
+    holds at least one mask; a :class:`TokenModel` embeds the batch once for all chunks.
     """
     if max_rows is None:
         max_rows = device_max_rows(model, batch)
     chunk = max(1, max_rows // max(1, batch.batch_size))
     if chunk >= len(masks):
         return model.forward_subsets(batch, masks)
-    return torch.cat([model.forward_subsets(batch, masks[i:i + chunk]) for i in range(0, len(masks), chunk)])
+    # the embeddings do not depend on the masks: a model that takes them embeds once for all chunks
+    reuse = {"emb": model.embed(batch, batch.present_flat(model.modalities))} if isinstance(model, TokenModel) else {}
+    return torch.cat([model.forward_subsets(batch, masks[i:i + chunk], **reuse) for i in range(0, len(masks), chunk)])

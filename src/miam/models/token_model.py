@@ -141,11 +141,12 @@ class TokenModel(nn.Module):
         visible = present if visible is None else visible & present
         return self.head(self.encode(self.embed(batch, visible), visible))
 
-    def forward_subsets(self, batch: MultimodalBatch, masks: Tensor) -> Tensor:
+    def forward_subsets(self, batch: MultimodalBatch, masks: Tensor, emb: Tensor | None = None) -> Tensor:
         """Logits [S, B, n_outputs] for S token masks ``masks`` [S, T] (or [S, B, T]) in one pass.
 
         Tokenizers act per token, so the embeddings are computed once and only the
-        encoder runs on the S x B rows.
+        encoder runs on the S x B rows. ``emb``: the batch's :meth:`embed` under its present
+        tokens, when the caller already has it (chunked sweeps embed once for all chunks).
         """
         present = batch.present_flat(self.modalities)
         b, t = present.shape
@@ -153,7 +154,7 @@ class TokenModel(nn.Module):
             raise ShapeError(f"Expected masks [S, {t}] or [S, {b}, {t}], got {list(masks.shape)}.")
         s = masks.shape[0]
         visible = (present.unsqueeze(0) & (masks if masks.ndim == 3 else masks.unsqueeze(1))).reshape(s * b, t)
-        emb = self.embed(batch, present)
+        emb = self.embed(batch, present) if emb is None else emb
         sample = torch.arange(b, device=emb.device).repeat(s)
         return self.head(self.encode(emb, visible, sample)).reshape(s, b, -1)
 
