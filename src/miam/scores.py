@@ -9,6 +9,7 @@ MAE and MSE for reports (those two are lower-is-better).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import Metric
@@ -34,6 +35,37 @@ def auroc_standard_error(auc: Tensor, n_pos: Tensor, n_neg: Tensor) -> Tensor:
     return ((a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n2 - 1) * (q2 - a * a)) / (n1 * n2)).clamp_min(0).sqrt()
 
 
+def _qualified_auroc(preds: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """AUROC [J] of the species with >= 1 positive and >= 1 negative, their mask [S] and positives [S]."""
+    target = target.long()
+    n_pos = target.sum(dim=0)
+    valid = (n_pos > 0) & (n_pos < target.shape[0])
+    k = int(valid.sum())
+    if k == 0:
+        return torch.empty(0), valid, n_pos
+    if k == 1:  # torchmetrics' multilabel AUROC needs >= 2 labels
+        per = binary_auroc(preds[:, valid].float().reshape(-1), target[:, valid].reshape(-1), thresholds=None)[None]
+    else:
+        per = multilabel_auroc(preds[:, valid].float(), target[:, valid], num_labels=k, average="none",
+                               thresholds=None)
+    return per, valid, n_pos
+
+
+def species_auroc(probs: Tensor, target: Tensor) -> np.ndarray:
+    """AUROC of each species ``[S]``; NaN where a species has only presences or only absences.
+
+    Example:
+        >>> p = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.8, 0.3]])
+        >>> y = torch.tensor([[1, 0], [0, 0], [1, 0]])
+        >>> species_auroc(p, y).tolist()
+        [1.0, nan]
+    """
+    per, valid, _ = _qualified_auroc(probs, target)
+    out = np.full(target.shape[1], np.nan)
+    out[valid.numpy()] = per.double().numpy()
+    return out
+
+
 def macro_auroc(preds: Tensor, target: Tensor, with_standard_error: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """Unweighted mean of per-species AUROC over species with >= 1 positive and >= 1 negative.
 
@@ -47,16 +79,9 @@ def macro_auroc(preds: Tensor, target: Tensor, with_standard_error: bool = False
         >>> float(macro_auroc(p, y))  # species 1 has no positive: left out
         1.0
     """
-    target = target.long()
-    n_pos = target.sum(dim=0)
-    valid = (n_pos > 0) & (n_pos < target.shape[0])
-    if not bool(valid.any()):
+    per, valid, n_pos = _qualified_auroc(preds, target)
+    if not len(per):
         return (torch.tensor(0.5), torch.tensor(0.0, dtype=torch.float64)) if with_standard_error else torch.tensor(0.5)
-    if int(valid.sum()) == 1:  # torchmetrics' multilabel AUROC needs >= 2 labels
-        per = binary_auroc(preds[:, valid].float().reshape(-1), target[:, valid].reshape(-1), thresholds=None)[None]
-    else:
-        per = multilabel_auroc(preds[:, valid].float(), target[:, valid], num_labels=int(valid.sum()),
-                               average="none", thresholds=None)
     if not with_standard_error:
         return per.mean()
     se = auroc_standard_error(per, n_pos[valid], target.shape[0] - n_pos[valid])

@@ -17,40 +17,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
-from torchmetrics.functional.classification import binary_auroc, multilabel_auroc
 
 from miam.errors import ConfigError
 from miam.explain.subsets import SubsetEvaluator, all_subsets, subset_label
-from miam.scores import METRIC_NAMES, task_score
+from miam.scores import METRIC_NAMES, species_auroc, task_score
 
 #: the checkpoint key holding the validated choice of inputs
 INPUTS_KEY = "miam_inputs"
 #: the ``--modalities`` values that read the stored choice
 BEST = ("best", "best-per-species")
-
-
-def species_auroc(probs: Tensor, target: Tensor) -> np.ndarray:
-    """AUROC of each species ``[S]``; NaN where a species has only presences or only absences.
-
-    Example:
-        >>> p = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.8, 0.3]])
-        >>> y = torch.tensor([[1, 0], [0, 0], [1, 0]])
-        >>> species_auroc(p, y).tolist()
-        [1.0, nan]
-    """
-    target = target.long()
-    n_pos = target.sum(dim=0)
-    valid = (n_pos > 0) & (n_pos < target.shape[0])
-    out = np.full(target.shape[1], np.nan)
-    k = int(valid.sum())
-    if k == 1:
-        out[valid.numpy()] = binary_auroc(probs[:, valid].float().reshape(-1), target[:, valid].reshape(-1),
-                                          thresholds=None).item()
-    elif k > 1:
-        out[valid.numpy()] = multilabel_auroc(probs[:, valid].float(), target[:, valid], num_labels=k,
-                                              average="none", thresholds=None).double().numpy()
-    return out
 
 
 def choose_inputs(model: torch.nn.Module, task: Any, groups: Any, data: Any, batch_size: int = 512
