@@ -82,9 +82,11 @@ SWEEP_SIZE = ["data.params.n_sites=2000", "model.dropout=0.0", "model.collapse_h
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
-def all_rows(units: list[str]) -> list[str]:
-    """Every row of a confirmation table for a dataset scored on ``units`` (modalities or groups)."""
-    return [*FIXED, *VARIANTS, PLAIN, "mla", *[f"alone:{u}" for u in units]]
+def all_rows(units: list[str], variants: list[str] | None = None) -> list[str]:
+    """Every row of a confirmation table for a dataset scored on ``units`` (modalities or groups):
+    with ``variants``, only those of our MIAM variants (the paper's MIAM is always in)."""
+    chosen = [v for v in VARIANTS if v == "miam_paper" or variants is None or v in variants]
+    return [*FIXED, *chosen, PLAIN, "mla", *[f"alone:{u}" for u in units]]
 
 
 def row_config(base: RunConfig, row: str, units: dict[str, list[str]]) -> tuple[RunConfig, str]:
@@ -138,7 +140,8 @@ def sweep(phase: str, name: str, rows: list[str], epochs: int, patience: int, ou
         dataset = build_dataset(base.data.name, **{**base.data.params, "seed": seed})
         groups = base.data.groups or {m: [m] for m in dataset.modalities}
         units = {u: list(groups[u]) for u in token_groups(dataset.specs, base.data.groups)[0]}
-        chosen = all_rows(list(units)) if rows == ["all"] else rows
+        chosen = {"all": all_rows(list(units)), "base": all_rows(list(units), [])}.get(rows[0], rows) \
+            if len(rows) == 1 else rows
         for k, row in enumerate(chosen, 1):
             start = time.perf_counter()
             result = run_row(base, row, seed, out_root / phase / name / f"seed{seed}", dataset, units,
@@ -215,7 +218,8 @@ def main() -> None:
     ap.add_argument("--phase", choices=list(PHASE_SEEDS), required=True)
     ap.add_argument("--datasets", default="demo", help=f"comma-separated among {list(DATASETS)}")
     ap.add_argument("--seeds", help="comma-separated seeds of the phase (default: all five)")
-    ap.add_argument("--rows", default="dev", help="'dev' (variants + strongest fixed), 'all', or comma-separated rows")
+    ap.add_argument("--rows", default="dev", help="'dev' (variants + strongest fixed), 'all', 'base' (all but our variants: the rows that "
+                         "no development choice touches), or comma-separated rows")
     ap.add_argument("--epochs", type=int, default=100, help="the epoch cap (early stopping ends most runs first)")
     ap.add_argument("--patience", type=int, default=10)
     ap.add_argument("--set", action="append", default=[], help="config override section.key=value for every run (after SWEEP_SIZE)")
