@@ -199,6 +199,48 @@ def report(runs: pd.DataFrame, reference: str | None = None, split: str = "test"
     return "\n".join(parts)
 
 
+def feedback_log(run_dir: Path) -> dict[str, float]:
+    """What a MIAM run's feedback did, from its logged scores and weights (validation only):
+    ``strong_most`` the share of epochs with feedback where the modality strongest alone got the
+    largest w (masked most, MIAM's claim), ``weak_more`` the share where the weakest alone got
+    w > 1 (masked more than neutral: starving it further), ``jitter`` the median over modalities
+    of the sd of log w's one-epoch change, and ``w_range`` the median of each epoch's max/min w."""
+    logs = sorted(run_dir.glob("logs/version_*/metrics.csv"))
+    if not logs:
+        return {}
+    frame = pd.read_csv(logs[-1]).groupby("epoch").last()
+    units = [c.split("/")[1] for c in frame.columns if c.startswith("rho/") and c.endswith("/w")]
+    if not units:
+        return {}
+    w = frame[[f"rho/{u}/w" for u in units]].to_numpy()
+    score = frame[[f"val/score_{u}" for u in units]].to_numpy()
+    live = ~np.isclose(w, 1.0).all(axis=1) & np.isfinite(w).all(axis=1)   # epochs where the feedback acted
+    if not live.any():
+        return {}
+    w, score = w[live], score[live]
+    rows = np.arange(len(w))
+    log_w = np.log(w)
+    return {"strong_most": float((w.argmax(1) == score.argmax(1)).mean()),
+            "weak_more": float((w[rows, score.argmin(1)] > 1).mean()),
+            "jitter": float(np.median(np.diff(log_w, axis=0).std(axis=0))) if len(w) > 2 else float("nan"),
+            "w_range": float(np.median(w.max(1) / w.min(1)))}
+
+
+def feedback_report(out: Path, phase: str, name: str) -> str:
+    """Markdown: :func:`feedback_log` of every MIAM run of one dataset, mean over seeds per row."""
+    runs = [{"name": d.name, "seed": d.parent.name, **feedback_log(d)}
+            for d in sorted((out / phase / name).glob("seed*/miam_*"))]
+    frame = pd.DataFrame([r for r in runs if len(r) > 2])
+    if frame.empty:
+        return ""
+    table = frame.groupby("name", sort=False)[["strong_most", "weak_more", "jitter", "w_range"]].mean()
+    table["seeds"] = frame.groupby("name", sort=False)["seed"].count()
+    return (f"What the feedback did ({name}, validation logs, mean over seeds): strong_most = share of epochs "
+            f"where the strongest modality alone got the largest w; weak_more = share where the weakest got "
+            f"w > 1; jitter = sd of log w's one-epoch change; w_range = max/min w in an epoch (median)\n\n"
+            f"{table.round(3).to_markdown()}\n")
+
+
 def _mean_sd(values: pd.Series) -> str:
     values = values.dropna()
     if values.empty:
@@ -247,6 +289,8 @@ def main() -> None:
     runs = pd.concat(frames, ignore_index=True)
     runs.to_csv(out / f"runs_{args.phase}.csv", index=False)
     text = report(runs, args.reference, PHASE_SPLIT[args.phase])
+    if args.phase == "dev":
+        text += "\n".join(feedback_report(out, args.phase, name) for name in runs["dataset"].unique())
     (out / f"report_{args.phase}.md").write_text(text)
     print(text)
 
