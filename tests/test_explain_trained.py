@@ -107,6 +107,11 @@ def test_report_has_every_plot_and_csv(explanation, tmp_path):
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     assert len(images) == 3 + len(explanation.tokens)          # subsets, robustness, modalities + one per modality
     assert all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
+    # every plot is also a PNG file beside the page, the same bytes
+    files = sorted((tmp_path / "report" / "figures").glob("*.png"))
+    assert sorted(f.read_bytes() for f in files) == sorted(base64.b64decode(i) for i in images)
+    assert {f.stem for f in files} == {"subsets", "robustness", "shapley_modalities",
+                                       *[f"shapley_tokens_{m}" for m in explanation.tokens]}
     for name in ("subsets", "robustness", "robustness_summary", "shapley_modalities", "shapley_tokens",
                  "truth_agreement"):
         assert len(pd.read_csv(tmp_path / "report" / f"{name}.csv")) > 0

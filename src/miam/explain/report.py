@@ -9,6 +9,7 @@ Files written to ``out_dir``::
     shapley_modalities.csv    exact modality Shapley values and bootstrap SEs
     shapley_tokens.csv        token Shapley values and SEs, every explained modality
     truth_agreement.csv       rank agreement with the ground truth (when the data has one)
+    figures/*.png             every plot of the page as its own PNG, for a paper or a slide
 """
 
 from __future__ import annotations
@@ -41,8 +42,12 @@ img { max-width: 100%; border: 1px solid #eee; margin: .4em 0; }
 """
 
 
-def _img(fig, alt: str) -> str:
-    data = base64.b64encode(figure_png(fig)).decode("ascii")
+def _img(fig, alt: str, file: Path) -> str:
+    """The figure embedded in the page, and saved as ``file`` beside it."""
+    png = figure_png(fig)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_bytes(png)
+    data = base64.b64encode(png).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
@@ -92,7 +97,8 @@ def write_report(expl: Explanation, out_dir: str | Path, title: str = "miam expl
     subsets = expl.subsets[expl.subsets["kind"] == "subset"]
     configs = expl.subsets[expl.subsets["kind"] == "config"]
     parts.append("<h2>1. Score on every modality subset</h2>")
-    parts.append(_img(plot_subsets(subsets, chance), "subset scores"))
+    figures = out / "figures"
+    parts.append(_img(plot_subsets(subsets, chance), "subset scores", figures / "subsets.png"))
     parts.append(_table(subsets[["subset", "n_modalities", "n_tokens", "metric", "value", "n"]]))
     if len(configs):
         parts.append(_p(f"The {len(configs)} named input configurations of the dataset's config "
@@ -102,7 +108,8 @@ def write_report(expl: Explanation, out_dir: str | Path, title: str = "miam expl
                             .rename(columns={"subset": "configuration"})))
 
     parts.append("<h2>2. Robustness to missing tokens</h2>")
-    parts.append(_img(plot_robustness(expl.curves_summary, chance, metric), "robustness curves"))
+    parts.append(_img(plot_robustness(expl.curves_summary, chance, metric), "robustness curves",
+                      figures / "robustness.png"))
     auc = pd.DataFrame([{"scope": k, f"mean {metric} over shares 0-100 %": v}
                         for k, v in area_under_curves(expl.curves_summary).items()])
     parts.append(_table(auc))
@@ -111,7 +118,8 @@ def write_report(expl: Explanation, out_dir: str | Path, title: str = "miam expl
 
     m = expl.modalities
     parts.append("<h2>3. Shapley values of the modalities</h2>")
-    parts.append(_img(plot_modality_shapley(m, truth.get("modality_importance")), "modality Shapley values"))
+    parts.append(_img(plot_modality_shapley(m, truth.get("modality_importance")), "modality Shapley values",
+                      figures / "shapley_modalities.png"))
     parts.append(_table(m.to_frame()[["player", "value", "se"]]))
     parts.append(_p(f"Estimator: {m.estimator}. Error bars: 95 % intervals from the {m.se_kind}. "
                     f"v(all) = {float(m.v_all):.4f}, v(none) = {float(m.v_none):.4f}; the values add up to "
@@ -124,7 +132,7 @@ def write_report(expl: Explanation, out_dir: str | Path, title: str = "miam expl
         spec = expl.spec(name)
         parts.append(f"<h3>{html.escape(name)} ({spec.kind}, {spec.n_tokens} tokens)</h3>")
         parts.append(_img(plot_token_shapley(res, spec, truth.get("token_importance", {}).get(name)),
-                          f"{name} token Shapley values"))
+                          f"{name} token Shapley values", figures / f"shapley_tokens_{name}.png"))
         parts.append(_p(f"Estimator: {res.estimator}. Intervals: 95 % from the {res.se_kind}. "
                         f"v(all) = {float(res.v_all):.4f}, v(none) = {float(res.v_none):.4f}, efficiency gap "
                         f"{res.efficiency_gap():.1e}; {res.n_evaluations} coalitions scored."))
