@@ -182,7 +182,7 @@ def resolve_auto(cfg: RunConfig, n_train: int, n_tokens: int) -> tuple[RunConfig
     counts optimiser steps rather than epochs: with a few hundred sites an epoch is one or
     two steps, and ten epochs are too few to tell a plateau from noise.
 
-    Example:
+    Examples:
         >>> cfg, line = resolve_auto(RunConfig(), n_train=210, n_tokens=44)
         >>> cfg.model.d_model, cfg.model.depth, cfg.model.heads, cfg.trainer.patience
         (64, 2, 4, 30)

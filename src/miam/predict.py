@@ -58,7 +58,7 @@ class Grid:
     def of_bbox(cls, bbox: Sequence[float], resolution: float, crs: str | None) -> Grid:
         """A north-up grid covering ``bbox`` = (xmin, ymin, xmax, ymax) with square ``resolution`` pixels.
 
-        Example:
+        Examples:
             >>> g = Grid.of_bbox((0, 0, 1000, 500), 10, "EPSG:32631")
             >>> g.width, g.height, g.transform.c, g.transform.f
             (100, 50, 0.0, 500.0)

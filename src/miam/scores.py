@@ -26,7 +26,7 @@ METRIC_NAMES = {"multilabel": "auroc_macro", "multiclass": "top1", "encounter": 
 def auroc_standard_error(auc: Tensor, n_pos: Tensor, n_neg: Tensor) -> Tensor:
     """Hanley & McNeil's (1982) standard error of each AUROC, from its positives and negatives.
 
-    Example:
+    Examples:
         >>> round(float(auroc_standard_error(torch.tensor(0.8), torch.tensor(50), torch.tensor(150))), 4)
         0.0401
     """
@@ -54,7 +54,7 @@ def _qualified_auroc(preds: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Ten
 def species_auroc(probs: Tensor, target: Tensor) -> np.ndarray:
     """AUROC of each species ``[S]``; NaN where a species has only presences or only absences.
 
-    Example:
+    Examples:
         >>> p = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.8, 0.3]])
         >>> y = torch.tensor([[1, 0], [0, 0], [1, 0]])
         >>> species_auroc(p, y).tolist()
@@ -73,7 +73,7 @@ def macro_auroc(preds: Tensor, target: Tensor, with_standard_error: bool = False
     also the standard error of the mean: sqrt(sum of the species' Hanley-McNeil variances) / J
     (species taken as independent; it only needs to say which score changes are noise).
 
-    Example:
+    Examples:
         >>> p = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.8, 0.3]])
         >>> y = torch.tensor([[1, 0], [0, 0], [1, 0]])
         >>> float(macro_auroc(p, y))  # species 1 has no positive: left out
@@ -95,7 +95,7 @@ def samples_f1_topk(probs: Tensor, target: Tensor, k: int) -> Tensor:
     sample with no observed species scores 0 (as ``sklearn.metrics.f1_score(average="samples")``
     with ``zero_division=0``). The GeoPlant baselines report F1 34.1 with k = 25.
 
-    Example:
+    Examples:
         >>> p = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.9, 0.3]])
         >>> y = torch.tensor([[1, 0, 0], [0, 1, 1]])
         >>> round(float(samples_f1_topk(p, y, 2)), 4)  # (2*1/3 + 2*2/4) / 2
@@ -139,7 +139,7 @@ def encounter_topk(preds: Tensor, target: Tensor, k: int | None = None) -> Tenso
     min(k_i, k) highest rates, divided by min(k_i, k) (RolnickLab/SatBird
     ``src/losses/metrics.py::CustomTopK/CustomTop10/CustomTop30``), all hotspots at once.
 
-    Example:
+    Examples:
         >>> y = torch.tensor([[0.5, 0.2, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.9, 0.1, 0.3]])
         >>> p = torch.tensor([[0.9, 0.1, 0.8, 0.0], [0.1, 0.2, 0.3, 0.4], [0.1, 0.8, 0.6, 0.7]])
         >>> encounter_topk(p, y).tolist()  # hotspot 1 has no encounter: left out
@@ -198,7 +198,7 @@ class Top1Accuracy(MulticlassAccuracy):
 def encounter_scores(preds: Tensor, target: Tensor) -> dict[str, float]:
     """SatBird's report: ``topk``, ``top10``, ``top30`` (higher is better), ``mae``, ``mse`` (lower is better).
 
-    Example:
+    Examples:
         >>> y = torch.tensor([[0.5, 0.0], [0.0, 1.0]])
         >>> encounter_scores(torch.tensor([[0.5, 0.0], [0.0, 0.5]]), y)["mae"]
         0.125

@@ -14,7 +14,7 @@ def geometric_mean(x: Tensor) -> Tensor:
 def score_ratio(scores: Tensor, floor: float = 1e-12) -> Tensor:
     """rho_s,m = s_m / G(s): above 1 for modalities stronger than the geometric mean.
 
-    Example:
+    Examples:
         >>> [round(r, 6) for r in score_ratio(torch.tensor([0.9, 0.6])).tolist()]  # G = sqrt(0.54)
         [1.224745, 0.816497]
     """
@@ -34,7 +34,7 @@ def score_change(history: Tensor, window: int = 1, derivative: str = "diff") -> 
     |least-squares slope| over the last ``window + 1`` epochs; noise averages out, so a
     modality that still climbs slowly reads as moving, not as settled.
 
-    Example:
+    Examples:
         >>> h = torch.tensor([[0.60], [0.66], [0.62], [0.68]])   # +0.02 an epoch, noisy
         >>> [round(float(score_change(h, 3, d)), 4) for d in DERIVATIVES]
         [0.0533, 0.02]
@@ -55,7 +55,7 @@ def change_noise(standard_error: Tensor, n_epochs: int, window: int = 1, derivat
     ``diff``: sqrt(2) SE (one difference of two noisy scores); ``slope`` over n points:
     SE sqrt(12 / (n (n^2 - 1))).
 
-    Example:
+    Examples:
         >>> [round(float(change_noise(torch.tensor([0.01]), 10, 4, d)), 5) for d in DERIVATIVES]
         [0.01414, 0.00316]
     """
@@ -88,7 +88,7 @@ def imbalance_weights(
 ) -> Tensor:
     """w_m = rho_s^lambda_s / rho_d^lambda_d (product 1 before any clamp).
 
-    Example:
+    Examples:
         >>> imbalance_weights(torch.tensor([2.0, 0.5]), torch.tensor([0.5, 2.0])).tolist()
         [4.0, 0.25]
     """

@@ -21,7 +21,8 @@ class ImbalanceTracker:
 
     Args:
         modalities: names, in the order of the weights.
-        lambda_s, lambda_d: exponents (the paper uses one lambda for both; default 1).
+        lambda_s: the exponent of rho_s (the paper uses one lambda for both; default 1).
+        lambda_d: the exponent of rho_d (None: ``lambda_s``).
         eps: added to each |score change| before the geometric mean (score units).
         window: epochs over which |change| is averaged (1 = the one-epoch difference).
         clamp: optional (low, high) bounds on w.
@@ -37,7 +38,7 @@ class ImbalanceTracker:
             ``standard_errors`` to :meth:`update`); 0 (the paper) turns it off. A change
             within the score's noise then says nothing about which modality is settled.
 
-    Example:
+    Examples:
         >>> t = ImbalanceTracker(["env", "sat"], lambda_s=1.0, lambda_d=1.0)
         >>> t.update({"env": 0.80, "sat": 0.60}).tolist()
         [1.0, 1.0]

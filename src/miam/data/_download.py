@@ -51,7 +51,7 @@ class RemoteFile:
 def sha256sum(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in chunks.
 
-    Example:
+    Examples:
         >>> import tempfile, os
         >>> p = os.path.join(tempfile.mkdtemp(), "x")
         >>> _ = open(p, "wb").write(b"abc")

@@ -81,7 +81,7 @@ def check_unique(ids: np.ndarray, path: Path, column: str) -> None:
 def align(table_ids: np.ndarray, wanted: np.ndarray, path: Path, column: str, report: Report) -> np.ndarray:
     """Row of ``table_ids`` for each of ``wanted`` (-1 where absent); ids in one table only are reported.
 
-    Example:
+    Examples:
         >>> align(np.array([5, 3, 9]), np.array([3, 4, 5]), Path("t.csv"), "id", Report()).tolist()
         [1, -1, 0]
     """
@@ -127,7 +127,7 @@ def read_image(path: Path, mode: str, size: tuple[int, int] | None = None) -> np
 def patchify(images: np.ndarray, patch: int) -> np.ndarray:
     """``[N, C, H, W]`` -> ``[N, (H/p)(W/p), C, p, p]`` patch tokens, row-major over the grid.
 
-    Example:
+    Examples:
         >>> patchify(np.arange(16).reshape(1, 1, 4, 4), 2)[0, 1, 0].tolist()
         [[2, 3], [6, 7]]
     """

@@ -108,7 +108,7 @@ def nan_to_present(values: Tensor, token_ndim: int) -> tuple[Tensor, Tensor]:
 
     A token with any NaN (or inf) value is missing whole, as ALGORITHM.md asks.
 
-    Example:
+    Examples:
         >>> x = torch.tensor([[[1.0], [float("nan")]]])
         >>> v, p = nan_to_present(x, token_ndim=1)
         >>> p.tolist(), v.tolist()

@@ -576,7 +576,7 @@ class CachedDataset(MultimodalDataset):
 def lonlat_to_km(coords: np.ndarray) -> np.ndarray:
     """(lon, lat) degrees -> (x, y) km on the sinusoidal (equal-area) projection.
 
-    Example:
+    Examples:
         >>> lonlat_to_km(np.array([[0.0, 0.0], [1.0, 60.0]])).round(1).tolist()
         [[0.0, 0.0], [55.6, 6671.7]]
     """
@@ -589,7 +589,7 @@ def stratified_split(labels: np.ndarray, fractions: Sequence[float], names: Sequ
                      seed: int = 0) -> dict[str, np.ndarray]:
     """Per class, shuffle and cut by ``fractions`` (every class keeps its share in every split).
 
-    Example:
+    Examples:
         >>> s = stratified_split(np.repeat(np.arange(3), 10), (0.8, 0.1, 0.1), ("train", "val", "test"))
         >>> [len(s[k]) for k in ("train", "val", "test")]
         [24, 3, 3]

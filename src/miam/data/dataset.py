@@ -170,7 +170,7 @@ def spatial_block_split(
     No block is shared between two splits, so nearby, autocorrelated sites never
     straddle train and test.
 
-    Example:
+    Examples:
         >>> xy = np.random.default_rng(0).uniform(0, 100, size=(500, 2))
         >>> s = spatial_block_split(xy, 10.0, seed=0)
         >>> sum(len(v) for v in s.values())

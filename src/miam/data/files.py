@@ -305,7 +305,7 @@ class FilesData:
 def coords_km(sites: Sites) -> np.ndarray:
     """Site coordinates in km for spatial blocks: geographic CRSs projected, projected ones scaled by their unit.
 
-    Example:
+    Examples:
         >>> coords_km(Sites(None, np.array([500_000.0]), np.array([2_000.0]), "EPSG:32631"))[0].tolist()
         [500.0, 2.0]
     """

@@ -233,7 +233,7 @@ def timeseries_encoder(sec: TimeSeriesSection, reader: TableReader, where: str) 
 def step_labels(columns: Sequence[str]) -> list[str]:
     """What differs between a variable's column names: ``tas_01``.. -> ``01``..
 
-    Example:
+    Examples:
         >>> step_labels(["ndvi_2019_q1", "ndvi_2019_q2", "ndvi_2020_q1"])
         ['2019_q1', '2019_q2', '2020_q1']
     """

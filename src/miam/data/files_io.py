@@ -85,7 +85,7 @@ def resolve_column(df: pd.DataFrame, name: str, path: Path, what: str) -> str:
     Raises:
         DataFormatError: no such column (listing the columns), or ``""`` with no or several empty headers.
 
-    Example:
+    Examples:
         >>> resolve_column(pd.DataFrame({"Unnamed: 0": [1], "ph": [6.5]}), "", Path("s.csv"), "id")
         'Unnamed: 0'
     """
@@ -111,7 +111,7 @@ def need_columns(df: pd.DataFrame, columns: Sequence[str], path: Path, what: str
 def site_ids(df: pd.DataFrame, column: str, path: Path, unique: bool = True) -> np.ndarray:
     """The ``column`` of ``df`` as text ids; empty or (with ``unique``) repeated ids raise, naming the lines.
 
-    Example:
+    Examples:
         >>> site_ids(pd.DataFrame({"id": [3, 4]}), "id", Path("s.csv")).tolist()
         ['3', '4']
     """
@@ -165,7 +165,7 @@ def select_columns(df: pd.DataFrame, include: Sequence[str] | None, exclude: Seq
 def natural_key(name: str) -> list:
     """Sort key that orders ``tas_2`` before ``tas_10``.
 
-    Example:
+    Examples:
         >>> sorted(["m10", "m2", "m1"], key=natural_key)
         ['m1', 'm2', 'm10']
     """
@@ -178,7 +178,7 @@ def align_rows(table_ids: np.ndarray, ids: np.ndarray, path: Path, sites_label: 
     With ``strict`` (training), a table whose ids match no site is an error and ids
     matching no site are counted in a warning.
 
-    Example:
+    Examples:
         >>> align_rows(np.array(["a", "b"]), np.array(["b", "c"]), Path("t.csv"), "sites.csv", False).tolist()
         [1, -1]
     """
@@ -226,7 +226,7 @@ class Standardizer:
 class Vocabulary:
     """Levels of categorical variables learned on training rows; unseen levels become NaN (hidden).
 
-    Example:
+    Examples:
         >>> v = Vocabulary().fit(np.array([["a"], ["b"], [None]], dtype=object))
         >>> v.levels_, v.transform(np.array([["b"], ["z"]], dtype=object), lambda j, n, e: None)[:, 0].tolist()
         ([['a', 'b']], [1.0, nan])

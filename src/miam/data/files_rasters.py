@@ -30,7 +30,7 @@ TILE = 1024
 def apply_affine(t: Any, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``t`` applied to points (u, v): (col, row) -> (x, y), or with ``~t`` (x, y) -> (col, row).
 
-    Example:
+    Examples:
         >>> from affine import Affine
         >>> apply_affine(Affine(10.0, 0.0, 500.0, 0.0, -10.0, 900.0), np.array([0.5]), np.array([2.0]))
         (array([505.]), array([880.]))
@@ -338,7 +338,7 @@ def one_hot(codes: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
     """Level indices ``[M, L]`` (NaN: missing) -> float32 ``[M, sum(sizes)]``: one block of channels per layer,
     all NaN where its code is missing.
 
-    Example:
+    Examples:
         >>> one_hot(np.array([[1.0, 0.0], [np.nan, 1.0]]), (3, 2)).tolist()
         [[0.0, 1.0, 0.0, 1.0, 0.0], [nan, nan, nan, 0.0, 1.0]]
     """

@@ -257,7 +257,7 @@ def parse_files_params(params: Mapping[str, Any], where: str = "data.params") ->
         ConfigError: an unknown or missing key (naming its path and the valid keys), an
             inconsistent choice of targets, or a modality name used twice.
 
-    Example:
+    Examples:
         >>> p = parse_files_params({"sites": "sites.csv", "targets": {"species": "sp_*"},
         ...                         "rasters": [{"name": "climate", "paths": ["bio1.tif"]}]})
         >>> p.sites.id, p.targets.species, p.rasters[0].paths

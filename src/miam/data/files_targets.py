@@ -135,7 +135,7 @@ def drop_rare(target: np.ndarray, names: list[str], min_presences: int, min_abse
     Returns:
         the kept targets and names, and ``{dropped species: why}`` (also summed up in ``notes``).
 
-    Example:
+    Examples:
         >>> t = np.array([[1, 1, 0], [0, 1, 0], [0, 1, 1]], dtype=np.float32)
         >>> drop_rare(t, ["a", "b", "c"], 1, 1, [])[1:]
         (['a', 'c'], {'b': '0 absence(s)'})

@@ -107,7 +107,7 @@ PATCH_SIZE = 128
 def patch_path(folder: Path, survey_id: int) -> Path:
     """``folder/CD/AB/{surveyId}.jpeg`` with CD, AB the last and the previous two digits.
 
-    Example:
+    Examples:
         >>> patch_path(Path("p"), 3018575).as_posix()
         'p/75/85/3018575.jpeg'
     """

@@ -36,7 +36,7 @@ class ModalitySpec:
         grid: for image-like modalities, the (rows, cols) layout of the patch tokens.
         levels: for categorical modalities, the number of levels of each variable.
 
-    Example:
+    Examples:
         >>> spec = ModalitySpec("env", "tabular", 3, (1,), ("bio1", "bio12", "elev"))
         >>> spec.token_names[1]
         'bio12'

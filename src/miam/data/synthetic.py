@@ -193,7 +193,8 @@ def make_dataset(
 
     Args:
         seed: every random choice follows from it.
-        n_sites, n_species: sizes (``n_species`` None: 24, or the preset's); ``task="multiclass"``
+        n_sites: the number of sites.
+        n_species: the number of species (None: 24, or the preset's); ``task="multiclass"``
             gives one species label per site.
         strength: share of logit standard deviation per modality
             (default ``env 1.0, climate 0.6, satellite 0.9``: env dominates and is easy).
@@ -217,7 +218,7 @@ def make_dataset(
         {m: [T_m] shares}}``; a preset's truth adds ``dominant_modality`` and, where it has
         groups (``info["groups"]``), ``group_importance``. docs/presets.md lists each preset's.
 
-    Example:
+    Examples:
         >>> ds = make_dataset(seed=0, n_sites=200)
         >>> ds.modalities, len(ds.split("train")) > 100
         (['env', 'climate', 'satellite'], True)

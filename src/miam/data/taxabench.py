@@ -93,7 +93,7 @@ _MEL_T = np.ascontiguousarray(mel_filters(SAMPLE_RATE, N_FFT, N_MELS).T, dtype=n
 def log_mel_tokens(wave: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
     """First 10.2 s of a recording -> (tokens ``[20, 1, 32, 16]``, present ``[20]``).
 
-    Example:
+    Examples:
         >>> t, p = log_mel_tokens(np.sin(np.arange(16000 * 3) * 0.3), 16000)
         >>> t.shape, int(p.sum())  # 3 s of sound fill 5 tokens of 0.512 s
         ((20, 1, 32, 16), 5)

@@ -88,7 +88,7 @@ def resolve_configs(specs: Sequence[ModalitySpec], configs: Sequence[Mapping[str
         ConfigError: naming the configuration and field for an unknown modality or token,
         or a duplicate or missing name.
 
-    Example:
+    Examples:
         >>> specs = [ModalitySpec("env", "tabular", 2, token_names=["bio1", "bio2"]),
         ...          ModalitySpec("sat", "image", 2, token_shape=(3,), token_names=["r0c0", "r0c1"])]
         >>> [c.mask.tolist() for c in resolve_configs(specs, [{"name": "bio1", "tokens": {"env": ["bio1"]}},

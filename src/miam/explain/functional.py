@@ -43,7 +43,7 @@ def n_players_of(n_values: int) -> int:
 def all_coalitions(n_players: int, device: torch.device | str = "cpu") -> Tensor:
     """Every coalition as a bool ``[2^P, P]`` table, row k = the bits of k.
 
-    Example:
+    Examples:
         >>> all_coalitions(2).int().tolist()
         [[0, 0], [1, 0], [0, 1], [1, 1]]
     """
@@ -60,7 +60,7 @@ def shapley_matrix(n_players: int) -> Tensor:
     w(s) = s! (P - 1 - s)! / P!. Each row's weights sum to 1 over the S, and the columns
     of ``C.sum(0)`` are +1 at v(all), -1 at v(none) and 0 elsewhere: efficiency.
 
-    Example:
+    Examples:
         >>> shapley_matrix(2).tolist()
         [[-0.5, 0.5, -0.5, 0.5], [-0.5, -0.5, 0.5, 0.5]]
     """
@@ -81,7 +81,7 @@ def exact_shapley(values: Tensor) -> Tensor:
     Computed in float64 from unrounded values; ``phi.sum(0)`` equals
     ``values[-1] - values[0]`` to rounding error.
 
-    Example:
+    Examples:
         >>> v = torch.tensor([0.0, 1.0, 2.0, 3.0 + 4.0])   # additive 1 and 2, interaction 4
         >>> exact_shapley(v).tolist()
         [3.0, 4.0]
@@ -98,7 +98,7 @@ def coalition_masks(coalitions: Tensor, player_of_token: Tensor, others_visible:
     player's tokens are visible when it is in the coalition, and the tokens of no
     player are all visible (``others_visible``) or all hidden.
 
-    Example:
+    Examples:
         >>> coalition_masks(torch.tensor([[True, False]]), torch.tensor([0, 0, 1, -1]), False).tolist()
         [[True, True, False, False]]
     """
@@ -109,7 +109,7 @@ def coalition_masks(coalitions: Tensor, player_of_token: Tensor, others_visible:
 def antithetic_permutations(n_pairs: int, n_players: int, generator: torch.Generator | None = None) -> Tensor:
     """``[2 n_pairs, P]`` permutations: row 2k is uniform at random, row 2k + 1 is its reverse.
 
-    Example:
+    Examples:
         >>> perms = antithetic_permutations(2, 4, torch.Generator().manual_seed(0))
         >>> bool((perms[1] == perms[0].flip(0)).all()), perms.shape
         (True, torch.Size([4, 4]))
@@ -121,7 +121,7 @@ def antithetic_permutations(n_pairs: int, n_players: int, generator: torch.Gener
 def chain_coalitions(perms: Tensor) -> Tensor:
     """The coalitions ``[R, P + 1, P]`` of each permutation's chain: step k holds its first k players.
 
-    Example:
+    Examples:
         >>> chain_coalitions(torch.tensor([[1, 0]])).int().tolist()
         [[[0, 0], [0, 1], [1, 1]]]
     """
@@ -236,7 +236,7 @@ def batched_macro_auroc(scores: Tensor, target: Tensor) -> Tensor:
     one positive and one negative (0.5 when none qualifies), as
     :func:`miam.scores.macro_auroc` computes it for one set.
 
-    Example:
+    Examples:
         >>> p = torch.tensor([[[0.9, 0.1], [0.2, 0.8], [0.8, 0.3]]])
         >>> y = torch.tensor([[1, 0], [0, 1], [1, 0]])
         >>> batched_macro_auroc(p, y).tolist()

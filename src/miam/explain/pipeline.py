@@ -49,7 +49,7 @@ def check_model_data(model_specs: Sequence[ModalitySpec], data_specs: Sequence[M
                      model_task: TaskSpec, data_task: TaskSpec, source: str = "the model") -> None:
     """Raise a :class:`~miam.errors.ConfigError` unless the data has the model's modalities and task.
 
-    Example:
+    Examples:
         >>> a = [ModalitySpec("env", "tabular", 3)]
         >>> check_model_data(a, [ModalitySpec("env", "tabular", 4)], TaskSpec("multilabel", 2),
         ...                  TaskSpec("multilabel", 2))  # doctest: +ELLIPSIS
@@ -139,8 +139,11 @@ def explain_model(
         task: defaults to ``model.task``; ``groups``: optional modality grouping.
         modalities: whose tokens get Shapley values (default: every modality).
         others: tokens outside the explained modality, ``"hidden"`` or ``"visible"``.
-        tolerance, max_permutations, pairs_per_round: the token estimator's stopping rule.
-        shares, repeats: the robustness curves' grid.
+        tolerance: the token estimator's stopping rule: the largest SE below it.
+        max_permutations: the token estimator's sampling budget.
+        pairs_per_round: antithetic pairs the token estimator scores per round.
+        shares: the robustness curves' shares of hidden tokens.
+        repeats: the robustness curves' random draws per share.
         n_boot: bootstrap resamples for the SE of the exact modality values.
         seed: seeds every random draw.
         truth: a ground truth as in :mod:`miam.explain.truth` (synthetic data).

@@ -34,7 +34,7 @@ def random_hiding_masks(scope: Tensor, shares: Tensor, n: int, repeats: int,
     ``scope`` is a bool ``[T]``; tokens outside it stay visible. Row ``i * repeats + r``
     is share ``i``, repeat ``r``.
 
-    Example:
+    Examples:
         >>> m = random_hiding_masks(torch.tensor([True, True, True, False]), torch.tensor([0.0, 2 / 3]), 5, 2)
         >>> m.shape, (~m[2:]).sum(dim=2).unique().tolist(), bool(m[..., 3].all())
         (torch.Size([4, 5, 4]), [2], True)

@@ -225,9 +225,10 @@ class ShapleyModalities(_Explainer):
         model: a miam model with ``forward_subsets`` (``TokenModel``).
         task: defaults to ``model.task``.
         groups: optional ``{group: [modalities]}``; groups are then the players.
-        batch_size, max_rows: as in :class:`~miam.explain.subsets.SubsetEvaluator`.
+        batch_size: as in :class:`~miam.explain.subsets.SubsetEvaluator`.
+        max_rows: as in :class:`~miam.explain.subsets.SubsetEvaluator`.
 
-    Example:
+    Examples:
         >>> from miam.data.synthetic import make_dataset
         >>> from miam.models import build_model
         >>> ds = make_dataset(seed=0, n_sites=120)
@@ -244,8 +245,8 @@ class ShapleyModalities(_Explainer):
         Args:
             data: a dataset, split, batch or iterable of batches.
             value: ``"global"`` (task metric) or ``"local"`` (output per sample).
-            outputs, output: for local values, which outputs (names or indices; default
-                all) and whether as ``"prob"`` or ``"logit"``.
+            outputs: for local values, which outputs (names or indices; default all).
+            output: for local values, ``"prob"`` or ``"logit"``.
             n_boot: bootstrap resamples of the samples for the standard errors of global
                 values (0: none); the values themselves use every sample.
             seed: seeds the bootstrap.
@@ -316,12 +317,15 @@ class ShapleyTokens(_Explainer):
             tokens: token names to treat as players (default: all of the modality); the
                 modality's other tokens follow ``others``.
             others: ``"hidden"`` or ``"visible"``: every token that is not a player.
-            value, outputs, output: as in :meth:`ShapleyModalities.attribute`.
+            value: as in :meth:`ShapleyModalities.attribute`.
+            outputs: as in :meth:`ShapleyModalities.attribute`.
+            output: as in :meth:`ShapleyModalities.attribute`.
             method: ``"permutation"`` (sampled) or ``"exact"`` (2^P coalitions).
             tolerance: stop when the largest SE is below it (default 0.002 for global
                 values, 0.01 for local ones).
-            max_permutations: the sampling budget; ``pairs_per_round``: antithetic
-                pairs scored per round (their chains go through the model together).
+            max_permutations: the sampling budget.
+            pairs_per_round: antithetic pairs scored per round (their chains go through the
+                model together).
             n_boot: bootstrap resamples for the SE of global exact values.
             seed: seeds the permutations and the bootstrap.
             progress: show a progress bar over permutations.

@@ -46,7 +46,7 @@ def token_groups(specs: Sequence[ModalitySpec], groups: Mapping[str, Sequence[st
 def all_subsets(names: Sequence[str], include_empty: bool = False) -> list[tuple[str, ...]]:
     """Every subset of ``names`` by increasing size (2^M - 1 without the empty one).
 
-    Example:
+    Examples:
         >>> all_subsets(["a", "b"])
         [('a',), ('b',), ('a', 'b')]
     """
@@ -193,7 +193,7 @@ def headline_columns(names: Sequence[str], summary: Mapping[str, Any] | Iterable
     """The scores every table leads with: ``full``, each modality (group) alone,
     ``avg_modality_subsets`` and, where the summary has it, ``avg_paper_configs``.
 
-    Example:
+    Examples:
         >>> headline_columns(["env", "sat"], {"full": 0.8, "avg_paper_configs": 0.7})
         ['full', 'env', 'sat', 'avg_modality_subsets', 'avg_paper_configs']
     """

@@ -20,7 +20,7 @@ from miam.explain.shapley import ShapleyResult
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     """Spearman's rank correlation (average ranks for ties); NaN when either side is constant.
 
-    Example:
+    Examples:
         >>> round(spearman([1, 2, 3, 4], [10, 20, 30, 25]), 6)
         0.8
     """

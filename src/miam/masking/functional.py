@@ -27,7 +27,7 @@ def corner_probabilities(n_modalities: int, priority: float = 0.25) -> Tensor:
     The all-zeros (index 0) and all-ones (index 2^M - 1) corners each get ``priority``;
     the others share ``1 - 2 * priority`` equally.
 
-    Example:
+    Examples:
         >>> corner_probabilities(2).tolist()
         [0.25, 0.25, 0.25, 0.25]
     """
@@ -119,7 +119,7 @@ def token_mask(
     Returns:
         the visible mask, in the same form as ``present``: True where the model sees the token.
 
-    Example:
+    Examples:
         >>> present = {"env": torch.ones(2, 3, dtype=torch.bool), "sat": torch.ones(2, 4, dtype=torch.bool)}
         >>> vis = token_mask(torch.tensor([[0.0, 1.0], [0.0, 1.0]]), present)
         >>> vis["env"].all().item(), vis["sat"].any().item()

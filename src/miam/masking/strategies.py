@@ -266,7 +266,7 @@ def list_strategies() -> list[str]:
 def get_strategy(name: str, modalities: Sequence[str], **params: Any) -> MaskingStrategy:
     """Build a masking strategy by name.
 
-    Example:
+    Examples:
         >>> s = get_strategy("miam", ["env", "climate", "satellite"], kappa=10.0, lambda_s=3.0)
         >>> s.sample(4, torch.Generator().manual_seed(0)).shape
         torch.Size([4, 3])
@@ -277,7 +277,7 @@ def get_strategy(name: str, modalities: Sequence[str], **params: Any) -> Masking
 def strategy_class(name: str) -> type[MaskingStrategy]:
     """The class registered under ``name`` (or a paper alias); an unknown name lists the valid ones.
 
-    Example:
+    Examples:
         >>> sorted(strategy_class("dropout")._parameter_constraints)
         ['q']
     """

@@ -54,7 +54,7 @@ def row_costs(model: nn.Module, batch: MultimodalBatch, rows: Sequence[int] = ME
 def pick_rows(costs: Mapping[int, float], slack: float = 0.1) -> int:
     """The fewest rows per pass whose cost per row is within ``slack`` of the cheapest.
 
-    Example:
+    Examples:
         >>> pick_rows({1024: 2.0e-6, 4096: 1.05e-6, 16384: 1.0e-6})
         4096
     """

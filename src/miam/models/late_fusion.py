@@ -49,7 +49,7 @@ def output_entropy(logits: Tensor, kind: str) -> Tensor:
     Multiclass: the entropy of softmax(z). Multilabel: the mean binary entropy of
     sigmoid(z) over outputs.
 
-    Example:
+    Examples:
         >>> output_entropy(torch.zeros(1, 4), "multiclass")  # uniform over 4 classes: log 4
         tensor([1.3863])
     """
@@ -88,7 +88,7 @@ class LateFusionModel(nn.Module):
         **encoder: keyword arguments of :class:`~miam.models.TokenModel` for every encoder
             (``d_model``, ``depth``, ``heads``, ``dropout``, ``hidden``, ``pooling``, ...).
 
-    Example:
+    Examples:
         >>> from miam.data.synthetic import make_dataset
         >>> ds = make_dataset(seed=0, n_sites=60, n_species=5)
         >>> model = LateFusionModel(ds.specs, ds.task, d_model=16, depth=1, heads=2)

@@ -51,12 +51,17 @@ class TokenModel(nn.Module):
     Args:
         specs: the modalities, in token order.
         task: what to predict (``n_outputs`` logits).
-        d_model, depth, heads, dropout: encoder size (paper defaults 192, 3, 8, 0.1).
+        d_model: token width (paper default 192).
+        depth: encoder layers (paper default 3).
+        heads: attention heads (paper default 8).
+        dropout: encoder dropout (paper default 0.1).
         hidden: ``"replace"`` or ``"drop"``.
         mask_token: ``"shared"`` (one for all modalities) or ``"per_modality"``.
         readd_position: add the position and modality embedding to the mask token.
         pooling: ``"mean"`` over CLS + tokens in the sequence, or ``"cls"``.
-        tabular_embedding, n_frequencies, sigma: the tabular number embedding.
+        tabular_embedding: how a tabular number becomes a token.
+        n_frequencies: the tabular number embedding's frequencies.
+        sigma: the tabular number embedding's frequency scale.
         collapse_hidden: ``"eval"`` (default: collapse hidden tokens in eval mode),
             ``"always"`` (also in training; needs ``dropout=0``) or ``"never"``.
 

@@ -61,7 +61,7 @@ def assign_folds(n_sites: int, n_folds: int, method: str = "spatial", coords: np
             ``coords``, filled in random order up to an equal share of sites), ``random``
             (equal-sized folds) or ``column`` (one fold per distinct value of ``labels``).
 
-    Example:
+    Examples:
         >>> xy = np.random.default_rng(0).uniform(0, 100, size=(500, 2))
         >>> folds = assign_folds(500, 5, "spatial", xy, 10.0)
         >>> blocks = np.floor(xy / 10.0).astype(int) @ [1000, 1]

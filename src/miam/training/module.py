@@ -75,7 +75,8 @@ class MiamModule(L.LightningModule):
             "score_baseline", "derivative", "noise_floor"}`` (:class:`miam.config.MaskingConfig`).
         optim: ``{"lr": ..., "weight_decay": ...}``.
         groups: optional ``{group: [modalities]}``: the units of masking and feedback.
-        positive_counts, n_train: training-set class counts for the weighted loss.
+        positive_counts: training-set class counts for the weighted loss.
+        n_train: training-set size for the weighted loss.
         seed: the run's seed; every step's randomness derives from (seed, step, rank).
         balance: optional ``{"method": name, "params": {...}}``: a balancing method of the
             related work (:func:`miam.balance.get_method`); its hooks set the loss, modulate

@@ -26,7 +26,7 @@ _METHODS: dict[str, type[BalancingMethod]] = {
 def list_methods(task: str | None = None) -> list[str]:
     """The registered method names; with ``task`` (``multiclass``/``multilabel``), those defined for it.
 
-    Example:
+    Examples:
         >>> list_methods("multilabel")
         ['ogm_ge', 'opm_feature', 'miles', 'mla', 'cggm', 'amss', 'msam', 'arm']
     """
@@ -43,7 +43,7 @@ def method_class(name: str) -> type[BalancingMethod]:
 def get_method(name: str, modalities: Sequence[str], **params: Any) -> BalancingMethod:
     """Build a balancing method by name for these modalities.
 
-    Example:
+    Examples:
         >>> get_method("ogm_ge", ["env", "climate", "satellite"], alpha=0.3)
         OGMGE(['env', 'climate', 'satellite'], alpha=0.3, start=0, end=None, noise=True)
     """

@@ -32,7 +32,7 @@ def amss_keep_fractions(label_h: Tensor, unimodal_ce: Tensor, feature_h: Tensor,
     """k_m = clamp(1 - softmax(r / T)_m, 0.1, 0.9), r_m = (H(Y) - CE_m + 0.5) / H(softmax h_m);
     if any numerator is <= 0 (or a value is not finite), every k_m = 0.5.
 
-    Example:
+    Examples:
         >>> k = amss_keep_fractions(torch.tensor(1.0), torch.tensor([0.2, 1.0]), torch.tensor([1.0, 1.0]), 1.0)
         >>> [round(v, 4) for v in k.tolist()]  # r = (1.3, 0.5): the stronger modality keeps less
         [0.31, 0.69]

@@ -25,7 +25,7 @@ def normalised_mutual_information(joint: Tensor) -> Tensor:
     """NMI = 2 I(X; Y) / (H(X) + H(Y)) from joint counts ``[..., bx, by]`` (0 where both
     entropies are 0); I = H(X) + H(Y) - H(X, Y).
 
-    Example:
+    Examples:
         >>> float(normalised_mutual_information(torch.tensor([[5.0, 0.0], [0.0, 5.0]])))  # Y = X
         1.0
     """
@@ -41,7 +41,7 @@ def normalised_conditional_mutual_information(joint: Tensor) -> Tensor:
     denominator is 0); H(A|Z) = H(A, Z) - H(Z), I(X; Y | Z) = H(X|Z) + H(Y|Z) - H(X, Y|Z).
     As published, there is no factor 2: the value is at most 1/2, reached when Y = X.
 
-    Example:
+    Examples:
         >>> t = torch.zeros(2, 2, 2); t[0, 0, 0] = t[1, 1, 0] = t[0, 0, 1] = t[1, 1, 1] = 1.0
         >>> float(normalised_conditional_mutual_information(t))  # Y = X, Z independent
         0.5
@@ -101,7 +101,7 @@ def arm_contributions(p_fused: Tensor, p: Tensor, nmi: Tensor, ncmi: Tensor) -> 
     interaction information ii_m = NMI_m - NCMI_m is weighted by the other modality's
     true-class probability.
 
-    Example:
+    Examples:
         >>> c = arm_contributions(torch.tensor(0.5), torch.tensor([0.8, 0.4]), torch.tensor([0.6, 0.2]),
         ...                       torch.tensor([0.1, 0.1]))
         >>> [round(v, 6) for v in c.tolist()]   # 0.5 * 0.6 + 0.4 * 0.5, 0.5 * 0.2 + 0.8 * 0.1
@@ -117,7 +117,7 @@ def arm_weights(contributions: Tensor) -> Tensor:
     so the modality that contributes less is scaled up and the leading one down; all 1
     when some c_m is <= 0 or not finite (our guard: the published code has none).
 
-    Example:
+    Examples:
         >>> arm_weights(torch.tensor([0.6, 0.3])).tolist()
         [0.5, 2.0]
     """

@@ -20,7 +20,7 @@ def cggm_coefficients(accuracy: Tensor, previous: Tensor, eps: float = 1e-8) -> 
     shrinks); no clipping (the published code has none). With M = 2 and D = (0.3, 0.1):
     B = (0.1 / 0.4, 0.3 / 0.4).
 
-    Example:
+    Examples:
         >>> b = cggm_coefficients(torch.tensor([0.5, 0.3]), torch.tensor([0.2, 0.2]), eps=0.0)
         >>> [round(v, 6) for v in b.tolist()]
         [0.25, 0.75]

@@ -45,7 +45,7 @@ def unimodal_scores(unimodal: Tensor, target: Tensor, kind: str,
     ``reduce_sum`` sums the batch statistics over DDP ranks before the ratios are formed
     (:func:`all_reduce_sum`), so every rank gets the scores of the whole global batch.
 
-    Example:
+    Examples:
         >>> z = torch.tensor([[[2.0, 0.0], [0.0, 2.0]]])       # one modality, 2 samples
         >>> round(float(unimodal_scores(z, torch.tensor([0, 1]), "multiclass")[0]), 4)
         1.7616
@@ -74,7 +74,7 @@ def positive_scores(scores: Tensor, kind: str) -> Tensor:
 def ratio_to_others(scores: Tensor, floor: float = 1e-12) -> Tensor:
     """rho_m = mean_{j != m} s_m / s_j, ``[M]`` (M = 2: OGM-GE's ratio s_m / s_other).
 
-    Example:
+    Examples:
         >>> ratio_to_others(torch.tensor([0.8, 0.4, 0.2])).tolist()  # (2 + 4) / 2, (0.5 + 2) / 2, ...
         [3.0, 1.25, 0.375]
     """

@@ -18,7 +18,7 @@ def miles_lr_scales(v_full: float, v_single: Tensor, tau: float, mu: float) -> T
     or every u_m < 0: all factors 1. Otherwise the encoder with the largest u_m (the
     other modalities score far below the fused model: m leads) gets ``mu``, the others 1. Factors are set, never multiplied into the previous ones.
 
-    Example:
+    Examples:
         >>> miles_lr_scales(0.9, torch.tensor([0.85, 0.55]), tau=0.2, mu=0.5).tolist()
         [0.5, 1.0]
     """

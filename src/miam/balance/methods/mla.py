@@ -17,7 +17,7 @@ def rls_projector_update(projector: Tensor, feature: Tensor, alpha: float) -> Te
     After it, P r = alpha / (alpha + r^T P r) * P_old r (then rescaled): directions of
     the features seen so far are (almost, up to the regulariser alpha) projected out.
 
-    Example:
+    Examples:
         >>> p = rls_projector_update(torch.eye(2), torch.tensor([1.0, 0.0]), alpha=0.0)
         >>> p.tolist()
         [[0.0, 0.0], [0.0, 1.0]]

@@ -13,7 +13,7 @@ from miam.balance.methods.functional import positive_scores, ratio_to_others, un
 def ogm_coefficients(rho: Tensor, alpha: float) -> Tensor:
     """k_m = 1 - tanh(alpha * rho_m) where rho_m > 1, else 1.
 
-    Example:
+    Examples:
         >>> ogm_coefficients(torch.tensor([2.0, 0.5]), alpha=0.5).tolist()  # 1 - tanh(1)
         [0.23840582370758057, 1.0]
     """

@@ -14,7 +14,7 @@ from miam.balance.methods.functional import positive_scores, ratio_to_others, un
 def opm_drop_probabilities(rho: Tensor, q_base: float, lam: float) -> Tensor:
     """q_m = q_base (1 + lambda tanh(rho_m - 1)) if rho_m > 1 else 0, clipped to [0, 1].
 
-    Example:
+    Examples:
         >>> opm_drop_probabilities(torch.tensor([2.0, 0.5]), 0.5, 0.5).tolist()  # 0.5 (1 + 0.5 tanh 1)
         [0.6903985738754272, 0.0]
     """
