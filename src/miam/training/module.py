@@ -214,7 +214,8 @@ class MiamModule(L.LightningModule):
             raise ConfigError(f"Balancing method {self.balance.name!r} back-propagates through part of the model "
                               f"at a time: under DDP set trainer.strategy: ddp_find_unused_parameters_true.")
 
-    def on_after_backward(self) -> None:
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Not on_after_backward: under 16-mixed the gradients are unscaled only here, so a clip sees true norms.
         if self.balance is not None:
             self.balance.after_backward(self.model, self.step_context())
 
