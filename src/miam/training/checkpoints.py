@@ -35,28 +35,32 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             partial.unlink(missing_ok=True)
 
 
-def _unreadable(path: Path) -> str | None:
-    """Why ``path`` cannot be loaded as a checkpoint (the reader's first line), or None."""
-    try:
-        torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
-        return str(e).splitlines()[0] if str(e) else type(e).__name__
-    return None
-
-
 def resume_checkpoint(folder: str | Path) -> str | None:
-    """The newest readable checkpoint in ``folder`` (``last.ckpt`` first among equals), or None.
+    """The checkpoint a resumed run continues from: ``last.ckpt`` in ``folder`` or, when it cannot
+    be read (e.g. cut short by a crash), the readable checkpoint there that trained furthest
+    (largest global step); None when there is none.
 
-    Each unreadable one (e.g. cut short by a crash) and the absence of any readable one are
-    printed, naming the file: a resumed run says where it starts from.
+    Each unreadable file, the choice and the absence of any readable checkpoint are printed,
+    naming the files: a resumed run says where it starts from.
     """
     folder = Path(folder)
-    found = sorted(folder.glob("*.ckpt"), key=lambda p: (p.stat().st_mtime, p.name == "last.ckpt"), reverse=True)
-    for path in found:
-        reason = _unreadable(path)
-        if reason is None:
-            print(f"resume: continuing from {path}", flush=True)
-            return str(path)
-        print(f"resume: {path} cannot be read ({reason}); it is skipped.", flush=True)
-    print(f"resume: no readable checkpoint in {folder}; training from scratch.", flush=True)
-    return None
+    last = folder / "last.ckpt"
+    candidates = ([last] if last.is_file() else []) + sorted(p for p in folder.glob("*.ckpt") if p != last)
+    steps: dict[Path, int] = {}
+    for path in candidates:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            print(f"resume: {path} cannot be read ({reason}); it is skipped.", flush=True)
+            continue
+        if path == last:
+            print(f"resume: continuing from {last}", flush=True)
+            return str(last)
+        steps[path] = int(state.get("global_step", 0))
+    if not steps:
+        print(f"resume: no readable checkpoint in {folder}; training from scratch.", flush=True)
+        return None
+    furthest = max(steps, key=steps.get)
+    print(f"resume: continuing from {furthest} (step {steps[furthest]})", flush=True)
+    return str(furthest)

@@ -231,7 +231,7 @@ def check_out_dir(out_dir: str | Path, resume: bool, overwrite: bool) -> None:
 def train(cfg: RunConfig, dataset: MultimodalDataset | None = None, resume: bool = False,
           extra_callbacks: list | None = None) -> TrainResult:
     """Train as ``cfg`` says; with ``resume``, continue from ``out_dir/checkpoints/last.ckpt`` (or, when a crash
-    left it unreadable, from the newest readable checkpoint there: :func:`resume_checkpoint` says which).
+    left it unreadable, from the readable checkpoint there that trained furthest: :func:`resume_checkpoint` says which).
 
     ``auto`` settings (model size, patience) are chosen from the training split and printed.
     Returns the best checkpoint's model (selected on validation only); the modality subset it
