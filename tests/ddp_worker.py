@@ -1,6 +1,7 @@
 """Run by tests/test_ddp.py: 2-process CPU DDP (gloo) trainings that record, per rank,
 
-* ``masking``: the masking weights and the step's p after every validation epoch;
+* ``masking``: the masking weights, the step's p and the sites each rank scored after every
+  validation epoch; then, with ``per_sample: true``, the p of every training step;
 * ``balance``: for every balancing method in turn, its logged coefficients and learned
   state after every training step, and the final parameters.
 
@@ -23,8 +24,15 @@ from miam.training.run import train
 
 
 class RecordRho(L.Callback):
+    """Per validation epoch: the weights, the synchronised score history, the next step's p and
+    the ids of the sites this rank scored, with the count its full-view metric held before the sync."""
+
     def __init__(self, out: Path) -> None:
-        self.out, self.rows = out, []
+        self.out, self.rows, self.ids, self.n_scored = out, [], [], 0
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.ids += batch.ids.tolist()
+        self.n_scored = sum(len(p) for p in pl_module.val_metrics[-1].preds)   # local state, not yet synced
 
     def on_validation_epoch_end(self, trainer, pl_module):
         if trainer.sanity_checking:
@@ -33,11 +41,26 @@ class RecordRho(L.Callback):
             "epoch": trainer.current_epoch,
             "weights": pl_module.strategy.current_weights().tolist(),
             "history": pl_module.tracker.history_.tolist(),
-            "p_next_step": pl_module.strategy.sample(2, pl_module._generator(0)).tolist(),
+            "p_next_step": pl_module.draw_p(2).tolist(),
             "n_val": len(trainer.val_dataloaders.dataset),
-            "n_val_shard": len(trainer.val_dataloaders.sampler),
+            "scored_ids": self.ids,
+            "n_scored_before_sync": self.n_scored,
         })
+        self.ids = []
         (self.out / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.rows))
+
+
+class RecordP(L.Callback):
+    """Per rank: the masking probabilities of every training step."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.steps = out, []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.steps.append(pl_module.draw_p(batch.batch_size).tolist())
+
+    def on_fit_end(self, trainer, pl_module):
+        (self.out / f"per_sample_rank{trainer.global_rank}.json").write_text(json.dumps(self.steps))
 
 
 def _plain(value):
@@ -72,7 +95,11 @@ def masking(out_dir: Path) -> None:
                     "strategy": "ddp", "patience": 50},
         "out_dir": str(out_dir / "run"),
     })
-    train(cfg, dataset=make_dataset(seed=0, n_sites=600, n_species=6), extra_callbacks=[RecordRho(out_dir)])
+    dataset = make_dataset(seed=0, n_sites=600, n_species=6)
+    train(cfg, dataset=dataset, extra_callbacks=[RecordRho(out_dir)])
+    per_sample = cfg.replace(masking={"per_sample": True}, out_dir=str(out_dir / "per_sample"),
+                             trainer={"max_epochs": 1, "limit_train_batches": 2})
+    train(per_sample, dataset=dataset, extra_callbacks=[RecordP(out_dir)])
 
 
 def _balance_config(out_dir: Path, method: str, strategy: str):

@@ -1,11 +1,15 @@
-"""Every balancing method trains for real in the one trainer, with 3 and 4 modalities."""
+"""Every balancing method trains for real in the one trainer, with 3 and 4 modalities, and acts there."""
 
+import math
+
+import lightning as L
 import pandas as pd
 import pytest
 import torch
 import yaml
 
 from miam.balance import list_methods
+from miam.balance.methods.miles import miles_lr_scales
 from miam.cli import main
 from miam.config import from_dict
 from miam.data.synthetic import make_dataset
@@ -47,8 +51,8 @@ def _check_trained(result, dataset, method):
     trained = result.module
     assert trained.balance is not None and trained.balance.name == method
     assert type(trained.model).__name__ == "LateFusionModel" and trained.model.modalities == dataset.modalities
-    s = summarize(result, test_subsets(result))
-    assert all(0 <= v <= 1 for v in s.values()), s
+    s = summarize(result, test_subsets(result))   # every subset scored, none NaN (a model broken by the method)
+    assert {*dataset.modalities, "full"} <= set(s) and all(math.isfinite(v) for v in s.values()), s
     metrics = pd.read_csv(next((result.out_dir / "logs").rglob("metrics.csv")))
     assert metrics["train/loss"].dropna().map(lambda v: abs(v) < float("inf")).all()   # finite (no NaN)
     assert any(c.startswith("balance/") for c in metrics.columns), metrics.columns
@@ -80,6 +84,133 @@ def test_trains_with_four_modalities(four, method, tmp_path):
         weights = metrics[[f"balance/w_{m}" for m in four.modalities]].dropna()
         assert len(weights) >= 3 and ((weights - 1).abs() > 1e-3).any(axis=None)
         assert trained.balance_parts.weight.requires_grad is False
+
+
+class Gradients(L.Callback):
+    """Per optimiser step: the model's gradients as backward left them (the callbacks' hook runs
+    before the module's, where the method modulates) and as the optimiser used them, and the
+    method's stats of the step."""
+
+    def __init__(self) -> None:
+        self.before, self.after, self.stats = [], [], []
+
+    @staticmethod
+    def _grads(module):
+        return {n: p.grad.clone() for n, p in module.model.named_parameters() if p.grad is not None}
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.before.append(self._grads(pl_module))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.after.append(self._grads(pl_module))
+        self.stats.append(pl_module.balance.stats())
+
+
+def _run_recording(three, tmp_path, method, params, **sections):
+    record = Gradients()
+    result = train(config(tmp_path, method, params, **sections), dataset=three, extra_callbacks=[record])
+    model = result.module.model
+    names = {id(p): n for n, p in model.named_parameters()}
+    encoder = {m: {names[id(w)] for w in model.encoder_weights(m)} for m in three.modalities}
+    head = {names[id(p)] for p in model.head_parameters()}
+    assert len(record.before) == len(record.after) == 3
+    return record, encoder, head
+
+
+def test_ogm_ge_scales_the_leading_encoders_gradients_by_k(three, tmp_path):
+    record, encoder, head = _run_recording(three, tmp_path, "ogm_ge", {"alpha": 0.5, "noise": False})
+    slowed = 0
+    for before, after, stats in zip(record.before, record.after, record.stats):
+        for m, names in encoder.items():
+            for n in names:
+                torch.testing.assert_close(after[n], before[n] * stats[f"k_{m}"], rtol=1e-5, atol=1e-12)
+            slowed += stats[f"k_{m}"] < 0.99
+        for n in head:
+            assert torch.equal(after[n], before[n])
+    assert slowed > 0
+
+
+def test_amss_drops_output_channels_of_the_encoders_gradients(three, tmp_path):
+    record, encoder, head = _run_recording(three, tmp_path, "amss", {})
+    dropped = 0
+    for before, after, stats in zip(record.before, record.after, record.stats):
+        for m, names in encoder.items():
+            for n in names:
+                kept = (after[n] != 0).flatten(1).any(dim=1)
+                assert torch.equal(after[n][kept], before[n][kept])   # a channel is kept whole or dropped
+                dropped += int((before[n][~kept] != 0).any(dim=-1).sum())
+            assert stats[f"keep_{m}"] < 1
+        for n in head:
+            assert torch.equal(after[n], before[n])
+    assert dropped > 0
+
+
+def test_cggm_scales_each_encoder_by_rho_b_then_clips(three, tmp_path):
+    rho, clip = 1.3, 0.05
+    record, encoder, head = _run_recording(three, tmp_path, "cggm", {"rho": rho, "clip": clip})
+    for before, after, stats in zip(record.before, record.after, record.stats):
+        n_head = sorted(head)[0]
+        c = float(after[n_head].norm() / before[n_head].norm())   # the clip's factor, alike for every parameter
+        assert c < 1
+        for n in head:
+            torch.testing.assert_close(after[n], before[n] * c, rtol=1e-4, atol=1e-10)
+        for m, names in encoder.items():
+            for n in names:
+                torch.testing.assert_close(after[n], before[n] * rho * stats[f"B_{m}"] * c, rtol=1e-4, atol=1e-10)
+        total = torch.cat([g.flatten() for g in after.values()]).norm()
+        torch.testing.assert_close(total, torch.tensor(clip), rtol=1e-4, atol=0)
+
+
+def test_miles_slows_the_leading_encoder_for_the_next_epoch(three, tmp_path):
+    lrs, scores = [], []
+
+    class LearningRates(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            scores.append(dict(pl_module.val_scores_))
+            lrs.append({g["modality"]: g["lr"] for g in trainer.optimizers[0].param_groups})
+
+    train(config(tmp_path, "miles", {"tau": 0.0, "mu": 0.5}, trainer={"max_epochs": 2}), dataset=three,
+          extra_callbacks=[LearningRates()])
+    assert lrs[0] == {"env": 1e-3, "climate": 1e-3, "satellite": 1e-3, None: 1e-3}
+    # after epoch 0's validation: the rule on its scores, applied to the encoders' groups only
+    scale = miles_lr_scales(scores[1]["full"], torch.tensor([scores[1][m] for m in three.modalities]), 0.0, 0.5)
+    assert sorted(scale.tolist()) == [0.5, 1.0, 1.0]
+    assert lrs[1] == {**{m: pytest.approx(1e-3 * float(k)) for m, k in zip(three.modalities, scale)}, None: 1e-3}
+
+
+def test_opm_drops_features_only_after_the_warm_up(three, tmp_path):
+    calls = []   # (epoch, modalities available to the fusion) of every training forward
+
+    class SpyFusion(L.Callback):
+        def on_fit_start(self, trainer, pl_module):
+            fuse = pl_module.model.fuse
+
+            def recording(unimodal, available):
+                if torch.is_grad_enabled():
+                    calls.append((trainer.current_epoch, int(available.sum())))
+                return fuse(unimodal, available)
+            pl_module.model.fuse = recording
+
+    train(config(tmp_path, "opm_feature", {"warmup": 1, "p_exe": 1.0}, trainer={"max_epochs": 2}), dataset=three,
+          extra_callbacks=[SpyFusion()])
+    warm = [n for epoch, n in calls if epoch == 0]
+    after = [n for epoch, n in calls if epoch == 1]
+    assert len(warm) == 3 and len(after) == 6       # after warm-up: the fusion of all, then of what was kept
+    for all_features, kept in zip(after[::2], after[1::2]):
+        assert kept < all_features
+
+
+def test_mla_alternates_one_encoder_per_update(three, tmp_path):
+    order = []   # which encoders carry a gradient at each optimiser step
+
+    class Updates(L.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            model = pl_module.model
+            order.append([m for m in model.modalities
+                          if any(p.grad is not None for p in model.encoders[m].parameters())])
+
+    train(config(tmp_path, "mla"), dataset=three, extra_callbacks=[Updates()])
+    assert order == [[m] for m in three.modalities] * 3     # 3 batches, each a step per modality in turn
 
 
 def test_learning_rate_groups_reach_the_optimiser(three, tmp_path):

@@ -1,6 +1,7 @@
 """The CLI and configs: the command is the integration test; bad input gets a clear error."""
 
 import pytest
+import torch
 import yaml
 
 from miam.cli import main
@@ -29,9 +30,19 @@ def test_train_command_writes_checkpoint_logs_and_tables(tmp_path, capsys):
     assert (out / "checkpoints" / "last.ckpt").is_file()
     assert (out / "test_subsets.csv").is_file() and (out / "config.yaml").is_file()
     assert list((out / "logs").rglob("metrics.csv"))
-    # --resume continues from last.ckpt up to the new epoch budget
+    # --resume continues from last.ckpt up to the new epoch budget, and ends with the weights of an
+    # uninterrupted 2-epoch run
     assert main(["train", "--config", write(tmp_path, TINY), "--out", str(out), "--resume",
                  "--set", "trainer.max_epochs=2"]) == 0
+    assert f"resume: continuing from {out / 'checkpoints' / 'last.ckpt'}" in capsys.readouterr().out
+    straight = tmp_path / "straight"
+    assert main(["train", "--config", write(tmp_path, TINY), "--out", str(straight),
+                 "--set", "trainer.max_epochs=2"]) == 0
+    resumed, uninterrupted = (torch.load(d / "checkpoints" / "last.ckpt", weights_only=False) for d in (out, straight))
+    assert resumed["epoch"] == uninterrupted["epoch"] == 1
+    assert resumed["state_dict"].keys() == uninterrupted["state_dict"].keys()
+    for key, value in uninterrupted["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key
 
 
 def test_packaged_demo_config_loads():

@@ -79,7 +79,8 @@ def test_embeddings_split_into_several_tokens_and_tensor_format(raw, tmp_path):
 
 def test_raw_files_decode_and_hide_what_is_missing(raw, tmp_path):
     root, truth = raw
-    with pytest.warns(UserWarning, match=rf"{truth['m4a']}\.m4a \(id {truth['m4a']}\).*FFmpeg"):
+    bad = truth["bad_audio"]
+    with pytest.warns(UserWarning, match=rf"{bad}\.m4a \(id {bad}\).*FFmpeg cannot decode it"):
         ds = load_taxabench(root, features="raw", cache_dir=tmp_path / "raw")
     kinds = {s.name: (s.kind, s.n_tokens, s.token_shape) for s in ds.specs}
     assert kinds == {"location": ("coords", 1, (2,)), "env": ("tabular", 20, (1,)),
@@ -87,7 +88,14 @@ def test_raw_files_decode_and_hide_what_is_missing(raw, tmp_path):
                      "satellite": ("image", 16, (3, 16, 16))}
     row = {int(i): k for k, i in enumerate(ds.ids)}
     assert not ds.present["image"][row[truth["no_image"]]].any()
-    assert not ds.present["audio"][row[truth["m4a"]]].any()
+    assert not ds.present["audio"][row[bad]].any()
+    # the AAC recording is decoded: its 3 s fill 5 tokens, loudest in the mel band of its 440 Hz tone
+    tone, tone_present = log_mel_tokens(fixture.TONE, 16_000)
+    m4a = row[truth["m4a"]]
+    np.testing.assert_array_equal(ds.present["audio"][m4a], tone_present)
+    band = ds.tokens["audio"][m4a][:5, 0].mean(axis=(0, 2))
+    assert band.argmax() == tone[:5, 0].mean(axis=(0, 2)).argmax()
+    np.testing.assert_allclose(band, tone[:5, 0].mean(axis=(0, 2)), atol=0.3)
     assert not ds.present["env"][row[truth["at_sea"]]].any()
     assert ds.present["satellite"].all() and ds.present["location"].all()
     rep = ds.info["report"]

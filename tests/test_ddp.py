@@ -20,19 +20,35 @@ def _run_worker(out: Path, mode: str) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
-def test_two_process_ddp_ranks_share_rho(tmp_path):
-    _run_worker(tmp_path, "masking")
-    r0 = json.loads((tmp_path / "rank0.json").read_text())
-    r1 = json.loads((tmp_path / "rank1.json").read_text())
+@pytest.fixture(scope="module")
+def masking_runs(tmp_path_factory):
+    """One worker launch: 3 epochs with one p per step, then 2 steps with per-sample p."""
+    out = tmp_path_factory.mktemp("ddp_masking")
+    _run_worker(out, "masking")
+    return out
+
+
+def test_two_process_ddp_ranks_share_rho(masking_runs):
+    r0, r1 = (json.loads((masking_runs / f"rank{r}.json").read_text()) for r in (0, 1))
     assert len(r0) == len(r1) == 3
     for a, b in zip(r0, r1):
         assert a["history"] == b["history"]          # scores gathered across ranks, not per shard
         assert a["weights"] == b["weights"]
         assert a["p_next_step"] == b["p_next_step"]  # the same masking draw on every rank
     assert r0[-1]["weights"] != [1.0, 1.0, 1.0]      # the feedback did move
-    # each rank scored its own half of the validation set
-    assert r0[0]["n_val_shard"] + r1[0]["n_val_shard"] == r0[0]["n_val"]
-    assert 0 < r0[0]["n_val_shard"] < r0[0]["n_val"]
+    for a, b in zip(r0, r1):   # each rank scored its own half of the validation set, then the scores were synced
+        assert not set(a["scored_ids"]) & set(b["scored_ids"])
+        assert len(a["scored_ids"]) + len(b["scored_ids"]) == a["n_val"]
+        assert a["n_scored_before_sync"] == len(a["scored_ids"]) and b["n_scored_before_sync"] == len(b["scored_ids"])
+        assert 0 < len(a["scored_ids"]) < a["n_val"]
+
+
+def test_two_process_ddp_per_sample_draws_differ_across_ranks(masking_runs):
+    r0, r1 = (json.loads((masking_runs / f"per_sample_rank{r}.json").read_text()) for r in (0, 1))
+    assert len(r0) == len(r1) == 2
+    for a, b in zip(r0, r1):
+        assert len(a) == len(b) == 64 and len({tuple(row) for row in a}) == 64   # one p per sample ...
+        assert not {tuple(row) for row in a} & {tuple(row) for row in b}          # ... and per rank
 
 
 @pytest.fixture(scope="module")

@@ -142,8 +142,12 @@ def test_multiclass_v_none_is_scored(toy):
     model, _ = toy
     ds = toy_data(kind="multiclass")
     res = ShapleyModalities(model, ds.task).attribute(ds, n_boot=0)
-    counts = np.bincount(ds.target, minlength=3) / len(ds)
-    assert float(res.v_none) in set(counts.tolist())        # the constant prediction's class share
+    batch = ds.__getitems__(list(range(len(ds))))
+    with torch.no_grad():   # every token hidden: one constant prediction, scored as top-1 on the targets
+        hidden = model.forward_subsets(batch, torch.zeros(1, T, dtype=torch.bool))[0].argmax(dim=-1)
+    want = float((hidden == batch.target).double().mean())
+    shares = np.bincount(ds.target, minlength=3) / len(ds)
+    assert float(res.v_none) == want == shares[int(hidden[0])] and np.sum(shares == want) == 1   # one class's share
     assert res.metric == "top1" and res.efficiency_gap() < 1e-12
 
 

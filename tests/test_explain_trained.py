@@ -6,9 +6,12 @@ One small MIAM run (module scope) serves every test here.
 from __future__ import annotations
 
 import base64
+import os
 import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -119,17 +122,35 @@ def test_report_has_every_plot_and_csv(explanation, tmp_path):
     assert {"env00", "Jun", "r1c1"} <= set(tokens["player"])
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
-def test_report_renders_in_a_headless_browser(explanation, tmp_path):
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's chromium; .ci/run installs it, so under CI its absence fails the test instead of skipping it."""
+    path = shutil.which("chromium")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but Debian's chromium is not installed (.ci/run installs it with apt-get)")
+        pytest.skip("Debian's chromium is not installed")
+    return path
+
+
+def test_report_renders_in_a_headless_browser(chromium, explanation, tmp_path):
     from PIL import Image
 
     path = write_report(explanation, tmp_path / "report")
     shot = tmp_path / "shot.png"
-    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                     f"--screenshot={shot}", "--window-size=1200,3000", path.as_uri()],
                    check=True, capture_output=True, timeout=120)
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert pixels.shape == (3000, 1200) and pixels.std() > 20      # not a blank page
+
+
+def test_under_ci_a_missing_browser_fails_the_render_test(tmp_path):
+    env = {**os.environ, "CI": "true", "PATH": str(tmp_path)}       # no chromium on this PATH
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{Path(__file__)}::"
+                           "test_report_renders_in_a_headless_browser"], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).parent)
+    assert proc.returncode == 1 and "CI is set but Debian's chromium is not installed" in proc.stdout, proc.stdout
 
 
 def test_cli_evaluate_and_explain_from_a_checkpoint(run, tmp_path, capsys):

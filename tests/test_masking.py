@@ -1,6 +1,8 @@
 """Statistical tests of every masking strategy (fixed seeds, tolerances from the sample size)."""
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -200,3 +202,9 @@ def test_state_dict_round_trip():
     t = get_strategy("miam", MODS)
     t.load_state_dict(s.state_dict())
     assert torch.equal(s.sample(8, gen()), t.sample(8, gen()))
+
+
+def test_docs_label_the_constant_row_with_the_q_it_ran_with():
+    """benchmarks/strategies.py trains every strategy but MIAM with its defaults: docs/masking.md names that q."""
+    text = (Path(__file__).parents[1] / "docs" / "masking.md").read_text()
+    assert float(re.search(r"\| constant \(q = ([0-9.]+)", text).group(1)) == get_strategy("constant", MODS).q

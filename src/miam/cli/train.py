@@ -13,7 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_args(p)
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the run in out_dir from its "
-                                                             "checkpoints/last.ckpt")
+                                                             "checkpoints/last.ckpt (the readable checkpoint "
+                                                             "that trained furthest if a crash left it "
+                                                             "unreadable)")
     again.add_argument("--overwrite", action="store_true", help="replace the run in a non-empty out_dir (its "
                                                                 "checkpoints, logs and result tables)")
     p.set_defaults(func=run)

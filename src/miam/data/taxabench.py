@@ -40,8 +40,8 @@ No checksums are published.
   tokens of 16 frames = the first 10.2 s, as SoundBind's 10 s), frames past the end of
   a short clip hidden. Files are matched by the observation id at the start of their
   name (``{id}.jpg`` or iSatNat's ``{id}_{lat}_{lon}.jpeg``: the hub's naming was not
-  confirmed). Audio is decoded by libsndfile (WAV, FLAC, OGG, MP3); other formats such
-  as ``.m4a`` cannot be decoded without FFmpeg and are hidden, counted and named.
+  confirmed). Audio is decoded by FFmpeg through PyAV (``av``: WAV, FLAC, OGG, MP3 and
+  the hub's ``.m4a``/AAC); a file FFmpeg cannot decode is hidden, counted and named.
 
 **Citation.** Sastry et al., *TaxaBind: A Unified Embedding Space for Ecological
 Applications*, WACV 2025.
@@ -114,6 +114,30 @@ def log_mel_tokens(wave: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.n
     tokens = logmel.reshape(N_MELS, AUDIO_TOKENS, FRAMES).transpose(1, 0, 2)[:, None]
     present = (np.arange(AUDIO_TOKENS) + 1) * FRAMES <= valid_frames
     return tokens.astype(np.float32), present
+
+
+def read_audio(path: Path) -> tuple[np.ndarray, int]:
+    """Decode a recording with FFmpeg (PyAV): float32 samples ``[n, channels]`` and the sample rate.
+
+    Raises:
+        CorruptFileError: FFmpeg cannot decode it, or it has no audio stream.
+    """
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise CorruptFileError("no audio stream")
+            stream = container.streams.audio[0]
+            planar = av.AudioResampler(format="fltp")          # float32 [channels, samples] per frame
+            chunks = [f.to_ndarray() for frame in container.decode(stream) for f in planar.resample(frame)]
+            chunks += [f.to_ndarray() for f in planar.resample(None)]
+            rate = stream.codec_context.sample_rate
+    except av.FFmpegError as e:
+        raise CorruptFileError(f"FFmpeg cannot decode it ({e})") from e
+    if not chunks:
+        raise CorruptFileError("no samples")
+    return np.concatenate(chunks, axis=1).T, rate
 
 
 def index_files(folder: Path) -> dict[int, Path]:
@@ -313,19 +337,12 @@ class TaxaBenchSource(RawSource):
             return None
 
     def _audio(self, obs: int) -> tuple[np.ndarray, np.ndarray] | None:
-        import soundfile
-
         path = self.paths["audio"].get(obs)
         if path is None:
             self.report.missing("audio")
             return None
         try:
-            try:
-                wave, sr = soundfile.read(path, dtype="float32", always_2d=False)
-            except (soundfile.LibsndfileError, RuntimeError, TypeError) as e:
-                raise CorruptFileError(f"libsndfile cannot decode it ({e}); .m4a/AAC needs FFmpeg") from e
-            if len(wave) == 0:
-                raise CorruptFileError("no samples")
+            wave, sr = read_audio(path)
         except CorruptFileError as e:
             self.report.corrupt("audio", f"{path} (id {obs})", str(e))
             return None

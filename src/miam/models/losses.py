@@ -16,9 +16,11 @@ def presence_weights(positive_counts: Tensor, n_samples: int) -> Tensor:
 def full_weighted_bce(logits: Tensor, target: Tensor, weights: Tensor) -> Tensor:
     """mean[w y (-log s)] + mean[w/(w-1) (1-y) (-log(1-s))], both means over batch x species.
 
-    Written with logsigmoid, so it stays finite for any logit.
+    Written with logsigmoid, so it stays finite for any logit; computed in float32 whatever
+    the logits' dtype, as the weights of species with no training positive (about N * 1e5)
+    overflow float16.
     """
-    w = weights.to(logits.dtype)
+    logits, target, w = logits.float(), target.float(), weights.float()
     neg_w = w / (w - 1).clamp_min(1e-3)
     pos = w * target * -F.logsigmoid(logits)
     neg = neg_w * (1 - target) * -F.logsigmoid(-logits)
@@ -44,6 +46,8 @@ class TaskLoss(nn.Module):
         self.weighted = weighted
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """The loss in float32, also under mixed precision (half-precision logits)."""
+        logits = logits.float()
         if self.kind == "multiclass":
             return F.cross_entropy(logits, target)
         if self.kind == "encounter":

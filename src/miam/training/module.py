@@ -50,6 +50,8 @@ def score_baseline(value: float | str, task: TaskSpec) -> float:
 
 #: the random stream of the balancing methods' draws, the same on every rank
 BALANCE_STREAM = 20_000
+#: the random streams of per-sample masking probabilities: this plus the rank, one stream per rank
+PER_SAMPLE_STREAM = 30_000
 
 
 def step_seed(seed: int, step: int, stream: int) -> int:
@@ -160,11 +162,17 @@ class MiamModule(L.LightningModule):
             self._generators[key] = torch.Generator(device=self.device)
         return self._generators[key].manual_seed(step_seed(self.seed, self.global_step, stream))
 
+    def draw_p(self, batch_size: int) -> Tensor:
+        """The step's masking probabilities ``[batch_size, M]``: one p per step is the same on
+        every rank; per-sample p (``per_sample: true``) are drawn per rank, as the samples are theirs."""
+        stream = PER_SAMPLE_STREAM + self.global_rank if self.strategy.per_sample else 0
+        return self.strategy.sample(batch_size, self._generator(stream))
+
     def draw_visible(self, batch: MultimodalBatch) -> Tensor:
-        """The step's visible mask: p shared by all ranks, token draws per rank."""
+        """The step's visible mask: p from :meth:`draw_p`, token draws per rank."""
         present = batch.present_flat(self.model.modalities)
-        p = self.strategy.sample(batch.batch_size, self._generator(0))
-        return token_mask(p, present, self._generator(1 + self.global_rank), self.token_group)
+        return token_mask(self.draw_p(batch.batch_size), present, self._generator(1 + self.global_rank),
+                          self.token_group)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Dropout draws from the global RNG: key it on the step as well.
@@ -215,7 +223,8 @@ class MiamModule(L.LightningModule):
             raise ConfigError(f"Balancing method {self.balance.name!r} back-propagates through part of the model "
                               f"at a time: under DDP set trainer.strategy: ddp_find_unused_parameters_true.")
 
-    def on_after_backward(self) -> None:
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Not on_after_backward: under 16-mixed the gradients are unscaled only here, so a clip sees true norms.
         if self.balance is not None:
             self.balance.after_backward(self.model, self.step_context())
 

@@ -29,6 +29,7 @@ from miam.data.registry import build_dataset
 from miam.errors import ConfigError
 from miam.explain.configs import resolve_configs
 from miam.explain.subsets import SubsetEvaluator, all_subsets, summarize_subsets
+from miam.training.checkpoints import AtomicCheckpointIO, resume_checkpoint
 from miam.training.data import MultimodalDataModule
 from miam.training.feedback import ImbalanceFeedback
 from miam.training.inputs import choose_checkpoint_inputs, describe_inputs, store_inputs
@@ -188,6 +189,7 @@ def make_trainer(cfg: RunConfig, out: Path, extra_callbacks: list | None = None)
         strategy=t.strategy, precision=t.precision, default_root_dir=str(out), logger=_logger(cfg, out),
         callbacks=callbacks + list(extra_callbacks or []), enable_progress_bar=t.progress_bar,
         log_every_n_steps=t.log_every_n_steps, num_sanity_val_steps=0, enable_model_summary=False,
+        plugins=[AtomicCheckpointIO()],
         limit_train_batches=None if t.limit_train_batches == 1.0 else t.limit_train_batches,  # no note on 100%
         use_distributed_sampler=False,
     )
@@ -228,7 +230,8 @@ def check_out_dir(out_dir: str | Path, resume: bool, overwrite: bool) -> None:
 
 def train(cfg: RunConfig, dataset: MultimodalDataset | None = None, resume: bool = False,
           extra_callbacks: list | None = None) -> TrainResult:
-    """Train as ``cfg`` says; with ``resume``, continue from ``out_dir/checkpoints/last.ckpt``.
+    """Train as ``cfg`` says; with ``resume``, continue from ``out_dir/checkpoints/last.ckpt`` (or, when a crash
+    left it unreadable, from the readable checkpoint there that trained furthest: :func:`resume_checkpoint` says which).
 
     ``auto`` settings (model size, patience) are chosen from the training split and printed.
     Returns the best checkpoint's model (selected on validation only); the modality subset it
@@ -248,7 +251,7 @@ def train(cfg: RunConfig, dataset: MultimodalDataset | None = None, resume: bool
     data = MultimodalDataModule(dataset, cfg.data.batch_size, cfg.data.eval_batch_size,
                                 cfg.data.num_workers, cfg.trainer.seed)
     last = out / "checkpoints" / "last.ckpt"
-    ckpt_path = str(last) if resume and last.is_file() else None
+    ckpt_path = resume_checkpoint(last.parent) if resume else None
     start = time.perf_counter()
     with quiet_lightning():
         trainer = make_trainer(cfg, out, extra_callbacks)

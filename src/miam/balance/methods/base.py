@@ -161,7 +161,10 @@ class BalancingMethod:
         return loss_fn(model(batch, visible), batch.target)
 
     def after_backward(self, model: nn.Module, ctx: StepContext) -> None:
-        """Modulate the gradients between backward and the optimiser step (default: nothing)."""
+        """Modulate the gradients between backward and the optimiser step (default: nothing).
+
+        Called just before the step (Lightning's ``on_before_optimizer_step``), where mixed
+        precision has unscaled the gradients: a clip or a noise level sees their true size."""
 
     def manual_step(self, model: nn.Module, batch: MultimodalBatch, visible: Tensor, loss_fn: LossFn,
                     optimizer: torch.optim.Optimizer, backward: Callable[[Tensor], None],
