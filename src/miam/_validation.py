@@ -132,15 +132,20 @@ def check_choice(owner: str, name: str, value: Any, choices: Iterable[Any]) -> N
     validate_params(owner, {name: value}, {name: Options(frozenset(choices))})
 
 
-def check_keys(where: str, keys: Iterable[str], valid: Sequence[str], what: str = "key") -> None:
+def check_keys(where: str, keys: Iterable[str], valid: Sequence[str], what: str = "key", context: str = "") -> None:
     """Raise when some of ``keys`` are not in ``valid``, naming them and listing the valid ones.
 
-    Raises:
-        ConfigError: "{where}: unknown key(s) ['lat']; valid keys are ['path', 'id', ...]."
+    ``context`` follows the unknown names (e.g. `` in section 'model'``).
+
+    Examples:
+        >>> check_keys("data.params.sites", ["path", "lat"], ["path", "id", "x", "y"])
+        Traceback (most recent call last):
+        ...
+        miam.errors.ConfigError: data.params.sites: unknown key(s) ['lat']; valid keys are ['path', 'id', 'x', 'y'].
     """
     unknown = [k for k in keys if k not in valid]
     if unknown:
-        raise ConfigError(f"{where}: unknown {what}(s) {unknown}; valid {what}s are {list(valid)}.")
+        raise ConfigError(f"{where}: unknown {what}(s) {unknown}{context}; valid {what}s are {list(valid)}.")
 
 
 class Parameterised:
