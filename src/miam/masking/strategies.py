@@ -17,8 +17,6 @@ from miam.errors import InvalidParameterError, ShapeError
 from miam.masking import functional as F
 
 
-#: the corner mixture's concentration and corner priority (ALGORITHM.md; the paper's kappa 10)
-KAPPA, PRIORITY = 10.0, 0.25
 #: MIAM's exponent of rho_s, and of rho_d unless set apart: the paper's one lambda, default 1
 LAMBDA = 1.0
 
@@ -100,7 +98,13 @@ class MaskingStrategy(Parameterised):
 
 
 class Constant(MaskingStrategy):
-    """p_m = q for every modality (q_base). With one token per modality this is ``dropout``."""
+    """p_m = q for every modality (q_base). With one token per modality this is ``dropout``.
+
+    Args:
+        modalities: the modality (or group) names, one column of p each.
+        q: the share of each modality's tokens hidden.
+        per_sample: one p per sample instead of one per step.
+    """
 
     name = "constant"
     _parameter_constraints = {"q": Interval(0, 1)}
@@ -114,7 +118,13 @@ class Constant(MaskingStrategy):
 
 
 class ModalityDropout(MaskingStrategy):
-    """p_m ~ Bernoulli(q) independently: whole modalities on or off (all-hidden allowed)."""
+    """p_m ~ Bernoulli(q) independently: whole modalities on or off (all-hidden allowed).
+
+    Args:
+        modalities: the modality (or group) names, one column of p each.
+        q: the probability that a modality is hidden whole.
+        per_sample: one p per sample instead of one per step.
+    """
 
     name = "dropout"
     _parameter_constraints = {"q": Interval(0, 1)}
@@ -148,7 +158,13 @@ class UniformHypercube(MaskingStrategy):
 
 
 class Dirichlet(MaskingStrategy):
-    """p ~ Dirichlet(alpha * 1_M): the sample is the masking vector, on sum p = 1."""
+    """p ~ Dirichlet(alpha * 1_M): the sample is the masking vector, on sum p = 1.
+
+    Args:
+        modalities: the modality (or group) names, one column of p each.
+        alpha: the concentration of every modality.
+        per_sample: one p per sample instead of one per step.
+    """
 
     name = "dirichlet"
     _parameter_constraints = {"alpha": Interval(0, None, closed="neither")}
@@ -163,7 +179,14 @@ class Dirichlet(MaskingStrategy):
 
 
 class CornerPriority(MaskingStrategy):
-    """The corner-anchored product-Beta mixture with w_m = 1 (the paper's "Beta hypercube")."""
+    """The corner-anchored product-Beta mixture with w_m = 1 (the paper's "Beta hypercube").
+
+    Args:
+        modalities: the modality (or group) names, one column of p each (at least 2).
+        kappa: the concentration of the Beta components around their corners.
+        priority: the mixture weight of each of the two priority corners.
+        per_sample: one p per sample instead of one per step.
+    """
 
     name = "corner_priority"
     min_modalities = 2
@@ -172,7 +195,7 @@ class CornerPriority(MaskingStrategy):
         "priority": Interval(0, 0.5, closed="right"),
     }
 
-    def __init__(self, modalities: Sequence[str], *, kappa: float = KAPPA, priority: float = PRIORITY,
+    def __init__(self, modalities: Sequence[str], *, kappa: float = F.KAPPA, priority: float = F.PRIORITY,
                  per_sample: bool = False) -> None:
         self.kappa = kappa
         self.priority = priority
@@ -192,8 +215,15 @@ class Miam(CornerPriority):
     The weights come from :class:`miam.balance.ImbalanceTracker` through
     :meth:`set_weights`; before any, w = 1 and MIAM is ``corner_priority``.
     ``lambda_s``/``lambda_d`` are carried here so one config names them all; the
-    trainer builds the tracker from them (``lambda_d=None``: ``lambda_s``, as the paper's
-    one lambda).
+    trainer builds the tracker from them.
+
+    Args:
+        modalities: the modality (or group) names, one column of p each (at least 2).
+        kappa: the concentration of the Beta components around their corners.
+        priority: the mixture weight of each of the two priority corners.
+        lambda_s: the exponent of rho_s.
+        lambda_d: the exponent of rho_d (None: ``lambda_s``, the paper's one lambda).
+        per_sample: one p per sample instead of one per step.
     """
 
     name = "miam"
@@ -204,7 +234,7 @@ class Miam(CornerPriority):
         "lambda_d": OptionalOf(Interval(0, None)),
     }
 
-    def __init__(self, modalities: Sequence[str], *, kappa: float = KAPPA, priority: float = PRIORITY,
+    def __init__(self, modalities: Sequence[str], *, kappa: float = F.KAPPA, priority: float = F.PRIORITY,
                  lambda_s: float = LAMBDA, lambda_d: float | None = None, per_sample: bool = False) -> None:
         self.lambda_s = lambda_s
         self.lambda_d = lambda_d
@@ -219,6 +249,12 @@ class OPM(MaskingStrategy):
 
     rho_m = mean_{j != m} s_m / s_j; p_m ~ Bernoulli(q (1 + lambda tanh(rho_m - 1)) [rho_m > 1]);
     before any score, p_m = q.
+
+    Args:
+        modalities: the modality (or group) names, one column of p each (at least 2).
+        q: the base drop probability.
+        lam: the slope of the drop probability in tanh(rho_m - 1).
+        per_sample: one p per sample instead of one per step.
     """
 
     name = "opm"
@@ -305,4 +341,4 @@ def expected_mean(w: Tensor, kappa: float) -> Tensor:
     return 0.5 / (1 + kappa / w) + 0.5 * kappa * w / (kappa * w + 1)
 
 
-__all__ = ["KAPPA", "LAMBDA", "PRIORITY", "MaskingStrategy", "get_strategy", "strategy_class", "list_strategies", "expected_mean", "ALIASES"]
+__all__ = ["LAMBDA", "MaskingStrategy", "get_strategy", "strategy_class", "list_strategies", "expected_mean", "ALIASES"]
