@@ -310,7 +310,7 @@ def keep_strategy_params(masking: dict[str, Any]) -> None:
     """
     from miam.masking.strategies import strategy_class
 
-    valid = strategy_class(masking["strategy"])._parameter_constraints
+    valid = strategy_class(masking["strategy"]).param_names()
     params = masking.get("params") or {}
     dropped = [k for k in params if k not in valid]
     if dropped:
