@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import pydoc
 import re
+from pathlib import Path
 
 import pytest
 
@@ -115,3 +116,16 @@ def test_an_unknown_dataset_parameter_names_the_dataset_the_parameter_and_the_va
                                           r"valid parameters are \['seed', 'n_sites', 'n_species', "):
         build_dataset("synthetic", n_site=300)
 
+
+
+def test_the_strategy_table_of_the_docs_states_the_defaults_of_the_signatures():
+    """docs/strategies.md restates each default: it must read what ``inspect.signature`` shows."""
+    text = (Path(__file__).parents[1] / "docs" / "strategies.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \|[^|]*\| (.*) \|$", text, re.M))
+    assert sorted(rows) == sorted(list_strategies())
+    for name, cell in rows.items():
+        stated = dict(re.findall(r"`(\w+)` \(([^)]*)\)", cell))
+        defaults = {p.name: p.default for p in own_parameters(strategy_class(name))}
+        assert sorted(stated) == sorted(defaults), name
+        for param, value in stated.items():
+            assert defaults[param] is None if value.startswith("None") else float(value) == defaults[param], (name, param)
