@@ -475,7 +475,7 @@ def test_every_method_rejects_invalid_parameters():
            "mi_bins": 1, "cmi_bins": 1.5}
     for name in list_methods():
         cls = method_class(name)
-        assert set(cls._parameter_constraints) == set(cls._defaults())
+        assert set(cls._parameter_constraints) == set(cls.param_names())
         for param in cls._parameter_constraints:
             with pytest.raises(InvalidParameterError, match=f"The '{param}' parameter of {cls.__name__} must be"):
                 get_method(name, ["a", "b"], **{param: bad[param]})

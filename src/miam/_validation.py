@@ -1,13 +1,23 @@
-"""Declarative parameter constraints, checked once at construction (scikit-learn's way)."""
+"""Declarative parameter constraints, checked once at construction (scikit-learn's way).
+
+A class with parameters (:class:`~miam.masking.MaskingStrategy`,
+:class:`~miam.balance.BalancingMethod`, :class:`~miam.balance.ImbalanceTracker`) writes
+them as an explicit ``__init__`` signature, so ``help()`` and :func:`inspect.signature`
+show every name and default, stores each argument unchanged as an attribute, and
+declares the allowed values once in ``_parameter_constraints``; :class:`Parameterised`
+reads the names from the signature and checks the stored values against the
+constraints. Derived values end in ``_`` or are computed where they are used.
+"""
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from miam.errors import InvalidParameterError, format_choices
+from miam.errors import ConfigError, InvalidParameterError, format_choices
 
 
 @dataclass(frozen=True)
@@ -41,7 +51,7 @@ class Interval:
 
 @dataclass(frozen=True)
 class Options:
-    """One of a fixed set of values."""
+    """One of a fixed set of values (``"a str among {...}"`` when they are all strings)."""
 
     values: frozenset
 
@@ -52,14 +62,34 @@ class Options:
             return False
 
     def __str__(self) -> str:
-        return f"a value among {format_choices(self.values)}"
+        kind = "str" if all(isinstance(v, str) for v in self.values) else "value"
+        return f"a {kind} among {format_choices(self.values)}"
+
+
+#: True or False
+BOOL = Options(frozenset({True, False}))
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A (low, high) pair: two items that ``low`` and ``high`` accept."""
+
+    low: Interval
+    high: Interval
+
+    def accepts(self, value: Any) -> bool:
+        return (isinstance(value, (tuple, list)) and len(value) == 2
+                and self.low.accepts(value[0]) and self.high.accepts(value[1]))
+
+    def __str__(self) -> str:
+        return f"a (low, high) pair with low {self.low} and high {self.high}"
 
 
 @dataclass(frozen=True)
 class OptionalOf:
     """None, or a value that ``inner`` accepts."""
 
-    inner: Interval | Options
+    inner: Interval | Options | Pair
 
     def accepts(self, value: Any) -> bool:
         return value is None or self.inner.accepts(value)
@@ -68,11 +98,17 @@ class OptionalOf:
         return f"None or {self.inner}"
 
 
-Constraint = Interval | Options | OptionalOf
+Constraint = Interval | Options | Pair | OptionalOf
 
 
 def validate_params(owner: str, params: Mapping[str, Any], constraints: Mapping[str, Constraint]) -> None:
-    """Check every parameter against its constraint; unknown names are errors too."""
+    """Check every parameter against its constraint; unknown names are errors too.
+
+    Raises:
+        InvalidParameterError: "The 'q' parameter of Constant must be a float in the range
+            [0, 1]. Got 2.0 instead.", or "Constant got an unexpected parameter 'p'; valid
+            parameters are ['q']."
+    """
     for name, value in params.items():
         if name not in constraints:
             raise InvalidParameterError(
@@ -82,3 +118,77 @@ def validate_params(owner: str, params: Mapping[str, Any], constraints: Mapping[
             raise InvalidParameterError(
                 f"The {name!r} parameter of {owner} must be {constraints[name]}. Got {value!r} instead."
             )
+
+
+def check_choice(owner: str, name: str, value: Any, choices: Iterable[Any]) -> None:
+    """Raise sklearn's message shape when ``value`` is not among ``choices``.
+
+    Examples:
+        >>> check_choice("TokenModel", "pooling", "max", ("mean", "cls"))
+        Traceback (most recent call last):
+        ...
+        miam.errors.InvalidParameterError: The 'pooling' parameter of TokenModel must be a str among {'cls', 'mean'}. Got 'max' instead.
+    """
+    validate_params(owner, {name: value}, {name: Options(frozenset(choices))})
+
+
+def check_keys(where: str, keys: Iterable[str], valid: Sequence[str], what: str = "key", context: str = "") -> None:
+    """Raise when some of ``keys`` are not in ``valid``, naming them and listing the valid ones.
+
+    ``context`` follows the unknown names (e.g. `` in section 'model'``).
+
+    Examples:
+        >>> check_keys("data.params.sites", ["path", "lat"], ["path", "id", "x", "y"])
+        Traceback (most recent call last):
+        ...
+        miam.errors.ConfigError: data.params.sites: unknown key(s) ['lat']; valid keys are ['path', 'id', 'x', 'y'].
+    """
+    unknown = [k for k in keys if k not in valid]
+    if unknown:
+        raise ConfigError(f"{where}: unknown {what}(s) {unknown}{context}; valid {what}s are {list(valid)}.")
+
+
+class Parameterised:
+    """Parameters read from the ``__init__`` signature, checked against ``_parameter_constraints``.
+
+    The parameter names are the signature's, less the base class's own arguments
+    (``modalities``, ``per_sample``): :attr:`params` maps each to the attribute stored
+    under its name, as given.
+    """
+
+    #: the allowed values of every parameter, by name
+    _parameter_constraints: ClassVar[dict[str, Constraint]] = {}
+    #: arguments of ``__init__`` that are not parameters of the subclass
+    _base_arguments: ClassVar[tuple[str, ...]] = ("self", "modalities")
+
+    @classmethod
+    def _signature_parameters(cls) -> list[inspect.Parameter]:
+        return [p for p in inspect.signature(cls.__init__).parameters.values()
+                if p.name not in cls._base_arguments and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """The parameter names, in the order of the signature."""
+        return [p.name for p in cls._signature_parameters()]
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> None:
+        """Check ``params`` (a subset of the parameters, e.g. a config's) without building anything.
+
+        Raises:
+            InvalidParameterError: an unknown name or a value outside its constraint.
+        """
+        defaults = {p.name: p.default for p in cls._signature_parameters()}
+        validate_params(cls.__name__, {**defaults, **params}, cls._parameter_constraints)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The parameters as given to the constructor."""
+        return {name: getattr(self, name) for name in self.param_names()}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({self.modalities}{', ' if args else ''}{args})"
+
+    def _validate_params(self) -> None:
+        validate_params(type(self).__name__, self.params, self._parameter_constraints)

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from miam._validation import check_keys
 from miam.errors import ConfigError
 
 logger = logging.getLogger("miam.config")
@@ -218,9 +219,7 @@ def from_dict(d: Mapping[str, Any], source: str = "config") -> RunConfig:
     """Build a :class:`RunConfig`, rejecting unknown sections and keys by name."""
     if not isinstance(d, Mapping):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(d).__name__}.")
-    unknown = [k for k in d if k not in _SECTIONS]
-    if unknown:
-        raise ConfigError(f"{source}: unknown section(s) {unknown}; valid sections are {list(_SECTIONS)}.")
+    check_keys(source, d, list(_SECTIONS), what="section")
     kwargs: dict[str, Any] = {}
     for name, cls in _SECTION_CLASSES.items():
         values = d.get(name) or {}
@@ -228,10 +227,7 @@ def from_dict(d: Mapping[str, Any], source: str = "config") -> RunConfig:
             values = {"method": values}
         if not isinstance(values, Mapping):
             raise ConfigError(f"{source}: section {name!r} must be a mapping, got {values!r}.")
-        valid = [f.name for f in fields(cls)]
-        bad = [k for k in values if k not in valid]
-        if bad:
-            raise ConfigError(f"{source}: unknown key(s) {bad} in section {name!r}; valid keys are {valid}.")
+        check_keys(source, values, [f.name for f in fields(cls)], context=f" in section {name!r}")
         for key in AUTO_KEYS.get(name, ()):
             value = values.get(key, "auto")
             if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -314,7 +310,7 @@ def keep_strategy_params(masking: dict[str, Any]) -> None:
     """
     from miam.masking.strategies import strategy_class
 
-    valid = strategy_class(masking["strategy"])._parameter_constraints
+    valid = strategy_class(masking["strategy"]).param_names()
     params = masking.get("params") or {}
     dropped = [k for k in params if k not in valid]
     if dropped:

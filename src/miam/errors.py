@@ -47,16 +47,6 @@ def format_choices(choices: Iterable[Any]) -> str:
     return "{" + ", ".join(repr(c) for c in sorted(choices, key=str)) + "}"
 
 
-def check_choice(owner: str, name: str, value: Any, choices: Iterable[Any]) -> None:
-    """Raise sklearn's message shape when ``value`` is not among ``choices``."""
-    choices = list(choices)
-    if value not in choices:
-        raise InvalidParameterError(
-            f"The {name!r} parameter of {owner} must be a str among {format_choices(choices)}. "
-            f"Got {value!r} instead."
-        )
-
-
 def check_names(owner: str, what: str, names: Sequence[str], known: Sequence[str]) -> None:
     """Raise if any of ``names`` is not in ``known``, listing the valid names."""
     unknown = [n for n in names if n not in known]

@@ -83,13 +83,13 @@ def change_ratio(history: Tensor, eps: float = 1e-3, window: int = 1, derivative
 
 
 def imbalance_weights(
-    rho_s: Tensor, rho_d: Tensor, lambda_s: float = 1.0, lambda_d: float = 1.0,
+    rho_s: Tensor, rho_d: Tensor, lambda_s: float, lambda_d: float,
     clamp: tuple[float, float] | None = None,
 ) -> Tensor:
     """w_m = rho_s^lambda_s / rho_d^lambda_d (product 1 before any clamp).
 
     Examples:
-        >>> imbalance_weights(torch.tensor([2.0, 0.5]), torch.tensor([0.5, 2.0])).tolist()
+        >>> imbalance_weights(torch.tensor([2.0, 0.5]), torch.tensor([0.5, 2.0]), 1.0, 1.0).tolist()
         [4.0, 0.25]
     """
     w = rho_s.pow(lambda_s) / rho_d.pow(lambda_d)

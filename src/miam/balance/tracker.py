@@ -8,11 +8,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from miam._validation import Interval, OptionalOf, Options, Pair, Parameterised
 from miam.balance import functional as F
-from miam.errors import InvalidParameterError, check_choice
+from miam.errors import InvalidParameterError
+from miam.masking.strategies import LAMBDA
 
 
-class ImbalanceTracker:
+class ImbalanceTracker(Parameterised):
     """Keeps each modality's unimodal validation score per epoch and turns it into w.
 
     rho_s says how strong a modality is against the others, rho_d how fast its score
@@ -21,8 +23,9 @@ class ImbalanceTracker:
 
     Args:
         modalities: names, in the order of the weights.
-        lambda_s: the exponent of rho_s (the paper uses one lambda for both; default 1).
-        lambda_d: the exponent of rho_d (None: ``lambda_s``).
+        lambda_s: the exponent of rho_s (the paper uses one lambda for both).
+        lambda_d: the exponent of rho_d (None: ``lambda_s``); kept as given, the weights
+            use :attr:`lambda_d_`.
         eps: added to each |score change| before the geometric mean (score units).
         window: epochs over which |change| is averaged (1 = the one-epoch difference).
         clamp: optional (low, high) bounds on w.
@@ -47,10 +50,21 @@ class ImbalanceTracker:
         True
     """
 
+    _parameter_constraints = {
+        "lambda_s": Interval(0, None),
+        "lambda_d": OptionalOf(Interval(0, None)),
+        "eps": Interval(0, None, closed="neither"),
+        "window": Interval(1, None, integer=True),
+        "clamp": OptionalOf(Pair(Interval(0, 1, closed="right"), Interval(1, None))),
+        "baseline": Interval(None, None),
+        "derivative": Options(frozenset(F.DERIVATIVES)),
+        "noise_floor": Interval(0, None),
+    }
+
     def __init__(
         self,
         modalities: Sequence[str],
-        lambda_s: float = 1.0,
+        lambda_s: float = LAMBDA,
         lambda_d: float | None = None,
         eps: float = 1e-3,
         window: int = 1,
@@ -62,28 +76,20 @@ class ImbalanceTracker:
         modalities = list(modalities)
         if len(modalities) < 2:
             raise InvalidParameterError(f"ImbalanceTracker needs >= 2 modalities, got {modalities}.")
-        lambda_d = lambda_s if lambda_d is None else lambda_d
-        if lambda_s < 0 or lambda_d < 0:
-            raise InvalidParameterError(f"lambda_s and lambda_d must be >= 0, got {lambda_s}, {lambda_d}.")
-        if eps <= 0:
-            raise InvalidParameterError(f"eps must be > 0 (it keeps G(d) away from 0), got {eps}.")
-        if window < 1:
-            raise InvalidParameterError(f"window must be >= 1, got {window}.")
-        check_choice("ImbalanceTracker", "derivative", derivative, F.DERIVATIVES)
-        if noise_floor < 0:
-            raise InvalidParameterError(f"noise_floor must be >= 0 (a number of standard errors), got {noise_floor}.")
-        if clamp is not None and not (0 < clamp[0] <= 1 <= clamp[1]):
-            raise InvalidParameterError(f"clamp must be (low, high) with 0 < low <= 1 <= high, got {clamp}.")
         self.modalities = modalities
         self.lambda_s, self.lambda_d, self.eps, self.window = lambda_s, lambda_d, eps, window
-        self.baseline = float(baseline)
-        self.derivative, self.noise_floor = derivative, float(noise_floor)
-        self.clamp = None if clamp is None else (float(clamp[0]), float(clamp[1]))
+        self.clamp, self.baseline, self.derivative, self.noise_floor = clamp, baseline, derivative, noise_floor
+        self._validate_params()
         m = len(modalities)
         self.history_ = torch.empty(0, m, dtype=torch.float64)
         self.rho_s_ = torch.ones(m, dtype=torch.float64)
         self.rho_d_ = torch.ones(m, dtype=torch.float64)
         self.weights_ = torch.ones(m, dtype=torch.float64)
+
+    @property
+    def lambda_d_(self) -> float:
+        """The exponent of rho_d the weights use: ``lambda_d``, or ``lambda_s`` when that is None."""
+        return self.lambda_s if self.lambda_d is None else self.lambda_d
 
     @property
     def scores_(self) -> Tensor | None:
@@ -110,7 +116,8 @@ class ImbalanceTracker:
                 floor = self.noise_floor * F.change_noise(se, len(self.history_), self.window, self.derivative)
             self.rho_s_ = F.score_ratio(s - self.baseline, floor=self.eps)
             self.rho_d_ = F.change_ratio(self.history_, self.eps, self.window, self.derivative, floor)
-            self.weights_ = F.imbalance_weights(self.rho_s_, self.rho_d_, self.lambda_s, self.lambda_d, self.clamp)
+            self.weights_ = F.imbalance_weights(self.rho_s_, self.rho_d_, float(self.lambda_s), float(self.lambda_d_),
+                                                self.clamp)
         return self.weights_.clone()
 
     def as_dict(self) -> dict[str, dict[str, float]]:

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+from miam._validation import check_keys
 from miam.errors import ConfigError
 
 #: file suffixes read as images of an image folder
@@ -36,9 +37,7 @@ class Section:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where} must be a mapping of keys, got {value!r}.")
         valid = [f.name for f in fields(cls)]
-        unknown = [k for k in value if k not in valid]
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {valid}.")
+        check_keys(where, value, valid)
         missing = [k for k in cls.required if value.get(k) is None]
         if missing:
             raise ConfigError(f"{where}: missing key(s) {missing}; valid keys are {valid}.")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
+from miam._validation import check_keys
 from miam.data.dataset import MultimodalDataset
 from miam.errors import ConfigError
 
@@ -25,16 +27,20 @@ def list_datasets() -> list[str]:
 
 
 def build_dataset(name: str, **params: Any) -> MultimodalDataset:
-    """Build the dataset ``name`` with its parameters; unknown names list the valid ones."""
+    """Build the dataset ``name`` with its parameters.
+
+    Raises:
+        ConfigError: an unknown name, or a parameter the builder does not take (naming the
+            dataset and listing the valid names or parameters).
+    """
     _load_builtins()
     if name not in _BUILDERS:
         raise ConfigError(f"Unknown dataset {name!r}; valid names are {sorted(_BUILDERS)}.")
-    try:
-        return _BUILDERS[name](**params)
-    except TypeError as e:
-        if "unexpected keyword" in str(e):
-            raise ConfigError(f"dataset {name!r}: {e}") from e
-        raise
+    builder = _BUILDERS[name]
+    arguments = inspect.signature(builder).parameters.values()
+    if all(a.kind != a.VAR_KEYWORD for a in arguments):
+        check_keys(f"dataset {name!r} (data.params)", params, [a.name for a in arguments], what="parameter")
+    return builder(**params)
 
 
 def _load_builtins() -> None:

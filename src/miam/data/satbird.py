@@ -62,7 +62,8 @@ from miam.data._download import verify
 from miam.data._raw import CorruptFileError, check_unique, numeric, patch_names, patchify, read_csv
 from miam.data.cache import CachedDataset, RawSource, open_cache
 from miam.data.spec import ModalitySpec, TaskSpec
-from miam.errors import DataFormatError, check_choice, check_names
+from miam._validation import check_choice
+from miam.errors import DataFormatError, check_names
 
 #: split file -> our split name
 SPLIT_FILES = {"train_split.csv": "train", "valid_split.csv": "val", "test_split.csv": "test"}

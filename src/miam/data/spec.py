@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from miam.errors import InvalidParameterError, check_choice
+from miam._validation import check_choice
+from miam.errors import InvalidParameterError
 
 #: Kinds of modality and what one token of each holds.
 MODALITY_KINDS = {

@@ -35,7 +35,8 @@ import numpy as np
 
 from miam.data.dataset import MultimodalDataset, spatial_block_split
 from miam.data.spec import ModalitySpec, TaskSpec
-from miam.errors import InvalidParameterError, check_choice
+from miam._validation import check_choice
+from miam.errors import InvalidParameterError
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 CLIMATE_VARIABLES = ("tas", "pr", "rsds")

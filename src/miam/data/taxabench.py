@@ -65,7 +65,8 @@ from miam.data._download import RemoteFile, verify
 from miam.data._raw import CorruptFileError, align, check_unique, integer_ids, numeric, patch_names, patchify, read_csv
 from miam.data.cache import CachedDataset, RawSource, open_cache
 from miam.data.spec import ModalitySpec, TaskSpec
-from miam.errors import DataFormatError, check_choice, check_names
+from miam._validation import check_choice
+from miam.errors import DataFormatError, check_names
 
 MODALITIES = ("location", "env", "image", "audio", "satellite")
 #: substrings that name each modality in the embeddings file, in the file name's order

@@ -20,7 +20,8 @@ import torch
 from miam.data.batch import MultimodalBatch
 from miam.data.dataset import MultimodalDataset, SplitView
 from miam.data.spec import ModalitySpec, TaskSpec
-from miam.errors import ConfigError, InvalidParameterError, check_choice, check_names
+from miam._validation import check_choice
+from miam.errors import ConfigError, InvalidParameterError, check_names
 from miam.explain.configs import InputConfig
 from miam.explain.robustness import robustness_curves, summarize_curves
 from miam.explain.shapley import OTHERS, ShapleyModalities, ShapleyResult, ShapleyTokens, n_samples

@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 
 from miam.data.batch import MultimodalBatch
 from miam.data.spec import TaskSpec
-from miam.errors import InvalidParameterError, check_choice, check_names
+from miam._validation import check_choice
+from miam.errors import InvalidParameterError, check_names
 from miam.explain.functional import (
     MAX_EXACT_PLAYERS,
     all_coalitions,

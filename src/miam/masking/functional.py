@@ -14,6 +14,9 @@ from torch import Tensor
 
 from miam.errors import InvalidParameterError, ShapeError
 
+#: the corner mixture's concentration and the mass of each of its two priority corners
+#: (ALGORITHM.md: kappa 10, 1/4 as on the authors' poster)
+KAPPA, PRIORITY = 10.0, 0.25
 
 def _uniform(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
     # Open interval (0, 1): keeps pow and log finite.
@@ -21,7 +24,7 @@ def _uniform(shape: tuple[int, ...], generator: torch.Generator | None, device: 
     return u.clamp_(torch.finfo(u.dtype).tiny, 1.0 - torch.finfo(u.dtype).eps)
 
 
-def corner_probabilities(n_modalities: int, priority: float = 0.25) -> Tensor:
+def corner_probabilities(n_modalities: int, priority: float = PRIORITY) -> Tensor:
     """Mixture weight of every corner, indexed by the corner's bits read as an integer.
 
     The all-zeros (index 0) and all-ones (index 2^M - 1) corners each get ``priority``;
@@ -40,7 +43,7 @@ def corner_probabilities(n_modalities: int, priority: float = 0.25) -> Tensor:
 
 
 def sample_corners(
-    n: int, n_modalities: int, priority: float = 0.25,
+    n: int, n_modalities: int, priority: float = PRIORITY,
     generator: torch.Generator | None = None, device: torch.device | str = "cpu",
 ) -> Tensor:
     """``n`` corners of {0,1}^M as a bool tensor [n, M] (bit m of the corner index is modality m)."""
@@ -58,7 +61,7 @@ def sample_corners(
 
 
 def sample_beta_mixture(
-    n: int, weights: Tensor, kappa: float = 10.0, priority: float = 0.25,
+    n: int, weights: Tensor, kappa: float = KAPPA, priority: float = PRIORITY,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Draw [n, M] masking probabilities from the corner-anchored product-Beta mixture.

@@ -12,28 +12,34 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from miam._validation import Constraint, Interval, Options, validate_params
+from miam._validation import Interval, OptionalOf, Parameterised
 from miam.errors import InvalidParameterError, ShapeError
 from miam.masking import functional as F
 
 
-class MaskingStrategy:
+#: MIAM's exponent of rho_s, and of rho_d unless set apart: the paper's one lambda, default 1
+LAMBDA = 1.0
+
+
+class MaskingStrategy(Parameterised):
     """Base class: draws ``p`` of shape [B, M], one column per modality.
 
     By default one p is drawn per training step and shared by the batch (the
     reference behaviour); ``per_sample=True`` draws one p per sample.
 
-    Subclasses declare ``_parameter_constraints`` and implement ``_draw(n, generator)``.
+    Subclasses write their parameters as keyword arguments of ``__init__`` with their
+    defaults, store them unchanged, declare ``_parameter_constraints`` and implement
+    ``_draw(n, generator, device)``.
     ``feedback`` says what the trainer hands the strategy after each epoch:
     ``"weights"`` (MIAM's w), ``"scores"`` (OPM's unimodal scores) or None.
     """
 
-    _parameter_constraints: ClassVar[dict[str, Constraint]] = {}
+    _base_arguments = ("self", "modalities", "per_sample")
     feedback: ClassVar[str | None] = None
     min_modalities: ClassVar[int] = 1
     name: ClassVar[str] = ""
 
-    def __init__(self, modalities: Sequence[str], per_sample: bool = False, **params: Any) -> None:
+    def __init__(self, modalities: Sequence[str], per_sample: bool = False) -> None:
         owner = type(self).__name__
         modalities = list(modalities)
         if len(modalities) < self.min_modalities:
@@ -44,18 +50,9 @@ class MaskingStrategy:
             raise InvalidParameterError(f"{owner}: modality names must be unique, got {modalities}.")
         if not isinstance(per_sample, bool):
             raise InvalidParameterError(f"The 'per_sample' parameter of {owner} must be a bool. Got {per_sample!r}.")
-        defaults = {k: v for k, v in self._defaults().items()}
-        defaults.update(params)
-        validate_params(owner, defaults, self._parameter_constraints)
+        self._validate_params()
         self.modalities = modalities
         self.per_sample = per_sample
-        self.params = defaults
-        for k, v in defaults.items():
-            setattr(self, k, v)
-
-    @classmethod
-    def _defaults(cls) -> dict[str, Any]:
-        return {}
 
     @property
     def n_modalities(self) -> int:
@@ -99,34 +96,42 @@ class MaskingStrategy:
         for k, v in state.items():
             setattr(self, k, v.clone())
 
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
-        return f"{type(self).__name__}({self.modalities}{', ' if args else ''}{args})"
-
 
 class Constant(MaskingStrategy):
-    """p_m = q for every modality (q_base). With one token per modality this is ``dropout``."""
+    """p_m = q for every modality (q_base). With one token per modality this is ``dropout``.
+
+    Args:
+        modalities: the modality (or group) names, one column of p each.
+        q: the share of each modality's tokens hidden.
+        per_sample: one p per sample instead of one per step.
+    """
 
     name = "constant"
     _parameter_constraints = {"q": Interval(0, 1)}
 
-    @classmethod
-    def _defaults(cls):
-        return {"q": 0.75}
+    def __init__(self, modalities: Sequence[str], *, q: float = 0.75, per_sample: bool = False) -> None:
+        self.q = q
+        super().__init__(modalities, per_sample)
 
     def _draw(self, n, generator, device):
         return torch.full((n, self.n_modalities), float(self.q), device=device)
 
 
 class ModalityDropout(MaskingStrategy):
-    """p_m ~ Bernoulli(q) independently: whole modalities on or off (all-hidden allowed)."""
+    """p_m ~ Bernoulli(q) independently: whole modalities on or off (all-hidden allowed).
+
+    Args:
+        modalities: the modality (or group) names, one column of p each.
+        q: the probability that a modality is hidden whole.
+        per_sample: one p per sample instead of one per step.
+    """
 
     name = "dropout"
     _parameter_constraints = {"q": Interval(0, 1)}
 
-    @classmethod
-    def _defaults(cls):
-        return {"q": 0.1}
+    def __init__(self, modalities: Sequence[str], *, q: float = 0.1, per_sample: bool = False) -> None:
+        self.q = q
+        super().__init__(modalities, per_sample)
 
     def _draw(self, n, generator, device):
         u = torch.rand((n, self.n_modalities), generator=generator, device=device)
@@ -153,14 +158,20 @@ class UniformHypercube(MaskingStrategy):
 
 
 class Dirichlet(MaskingStrategy):
-    """p ~ Dirichlet(alpha * 1_M): the sample is the masking vector, on sum p = 1."""
+    """p ~ Dirichlet(alpha * 1_M): the sample is the masking vector, on sum p = 1.
+
+    Args:
+        modalities: the modality (or group) names, one column of p each.
+        alpha: the concentration of every modality.
+        per_sample: one p per sample instead of one per step.
+    """
 
     name = "dirichlet"
     _parameter_constraints = {"alpha": Interval(0, None, closed="neither")}
 
-    @classmethod
-    def _defaults(cls):
-        return {"alpha": 1.0}
+    def __init__(self, modalities: Sequence[str], *, alpha: float = 1.0, per_sample: bool = False) -> None:
+        self.alpha = alpha
+        super().__init__(modalities, per_sample)
 
     def _draw(self, n, generator, device):
         alpha = torch.full((self.n_modalities,), float(self.alpha), device=device)
@@ -168,7 +179,14 @@ class Dirichlet(MaskingStrategy):
 
 
 class CornerPriority(MaskingStrategy):
-    """The corner-anchored product-Beta mixture with w_m = 1 (the paper's "Beta hypercube")."""
+    """The corner-anchored product-Beta mixture with w_m = 1 (the paper's "Beta hypercube").
+
+    Args:
+        modalities: the modality (or group) names, one column of p each (at least 2).
+        kappa: the concentration of the Beta components around their corners.
+        priority: the mixture weight of each of the two priority corners.
+        per_sample: one p per sample instead of one per step.
+    """
 
     name = "corner_priority"
     min_modalities = 2
@@ -177,9 +195,11 @@ class CornerPriority(MaskingStrategy):
         "priority": Interval(0, 0.5, closed="right"),
     }
 
-    @classmethod
-    def _defaults(cls):
-        return {"kappa": 10.0, "priority": 0.25}
+    def __init__(self, modalities: Sequence[str], *, kappa: float = F.KAPPA, priority: float = F.PRIORITY,
+                 per_sample: bool = False) -> None:
+        self.kappa = kappa
+        self.priority = priority
+        super().__init__(modalities, per_sample)
 
     def current_weights(self) -> Tensor:
         return torch.ones(self.n_modalities)
@@ -196,6 +216,14 @@ class Miam(CornerPriority):
     :meth:`set_weights`; before any, w = 1 and MIAM is ``corner_priority``.
     ``lambda_s``/``lambda_d`` are carried here so one config names them all; the
     trainer builds the tracker from them.
+
+    Args:
+        modalities: the modality (or group) names, one column of p each (at least 2).
+        kappa: the concentration of the Beta components around their corners.
+        priority: the mixture weight of each of the two priority corners.
+        lambda_s: the exponent of rho_s.
+        lambda_d: the exponent of rho_d (None: ``lambda_s``, the paper's one lambda).
+        per_sample: one p per sample instead of one per step.
     """
 
     name = "miam"
@@ -203,12 +231,14 @@ class Miam(CornerPriority):
     _parameter_constraints = {
         **CornerPriority._parameter_constraints,
         "lambda_s": Interval(0, None),
-        "lambda_d": Interval(0, None),
+        "lambda_d": OptionalOf(Interval(0, None)),
     }
 
-    @classmethod
-    def _defaults(cls):
-        return {**CornerPriority._defaults(), "lambda_s": 1.0, "lambda_d": 1.0}
+    def __init__(self, modalities: Sequence[str], *, kappa: float = F.KAPPA, priority: float = F.PRIORITY,
+                 lambda_s: float = LAMBDA, lambda_d: float | None = None, per_sample: bool = False) -> None:
+        self.lambda_s = lambda_s
+        self.lambda_d = lambda_d
+        super().__init__(modalities, kappa=kappa, priority=priority, per_sample=per_sample)
 
     def current_weights(self) -> Tensor:
         return getattr(self, "weights_", torch.ones(self.n_modalities))
@@ -219,6 +249,12 @@ class OPM(MaskingStrategy):
 
     rho_m = mean_{j != m} s_m / s_j; p_m ~ Bernoulli(q (1 + lambda tanh(rho_m - 1)) [rho_m > 1]);
     before any score, p_m = q.
+
+    Args:
+        modalities: the modality (or group) names, one column of p each (at least 2).
+        q: the base drop probability.
+        lam: the slope of the drop probability in tanh(rho_m - 1).
+        per_sample: one p per sample instead of one per step.
     """
 
     name = "opm"
@@ -226,9 +262,11 @@ class OPM(MaskingStrategy):
     min_modalities = 2
     _parameter_constraints = {"q": Interval(0, 1), "lam": Interval(0, None)}
 
-    @classmethod
-    def _defaults(cls):
-        return {"q": 0.5, "lam": 0.5}
+    def __init__(self, modalities: Sequence[str], *, q: float = 0.5, lam: float = 0.5,
+                 per_sample: bool = False) -> None:
+        self.q = q
+        self.lam = lam
+        super().__init__(modalities, per_sample)
 
     def drop_probabilities(self) -> Tensor | None:
         s = getattr(self, "scores_", None)
@@ -263,15 +301,21 @@ def list_strategies() -> list[str]:
     return list(_STRATEGIES)
 
 
-def get_strategy(name: str, modalities: Sequence[str], **params: Any) -> MaskingStrategy:
-    """Build a masking strategy by name.
+def get_strategy(name: str, modalities: Sequence[str], per_sample: bool = False, **params: Any) -> MaskingStrategy:
+    """Build a masking strategy by name; ``params`` are the keyword arguments of its class.
+
+    Raises:
+        InvalidParameterError: an unknown name, or a parameter the strategy does not take
+            or with a value outside its constraint.
 
     Examples:
         >>> s = get_strategy("miam", ["env", "climate", "satellite"], kappa=10.0, lambda_s=3.0)
         >>> s.sample(4, torch.Generator().manual_seed(0)).shape
         torch.Size([4, 3])
     """
-    return strategy_class(name)(modalities, **params)
+    cls = strategy_class(name)
+    cls.check_params(params)
+    return cls(modalities, per_sample=per_sample, **params)
 
 
 def strategy_class(name: str) -> type[MaskingStrategy]:
@@ -297,4 +341,4 @@ def expected_mean(w: Tensor, kappa: float) -> Tensor:
     return 0.5 / (1 + kappa / w) + 0.5 * kappa * w / (kappa * w + 1)
 
 
-__all__ = ["MaskingStrategy", "get_strategy", "strategy_class", "list_strategies", "expected_mean", "ALIASES"]
+__all__ = ["LAMBDA", "MaskingStrategy", "get_strategy", "strategy_class", "list_strategies", "expected_mean", "ALIASES"]

@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 
 from miam.data.spec import ModalitySpec, TaskSpec
-from miam.errors import check_choice
+from miam._validation import check_choice
 from miam.models.losses import TaskLoss, full_weighted_bce
 from miam.models.late_fusion import LateFusionModel
 from miam.models.token_model import TokenModel

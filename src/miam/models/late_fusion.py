@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from miam.data.batch import MultimodalBatch
 from miam.data.spec import ModalitySpec, TaskSpec
-from miam.errors import ShapeError, check_choice
+from miam._validation import check_choice
+from miam.errors import ShapeError
 from miam.models.token_model import TokenModel
 
 FUSIONS = ("sum", "mean", "concat", "entropy")

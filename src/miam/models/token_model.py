@@ -12,7 +12,8 @@ from torch import Tensor, nn
 
 from miam.data.batch import MultimodalBatch
 from miam.data.spec import ModalitySpec, TaskSpec
-from miam.errors import InvalidParameterError, ShapeError, check_choice
+from miam._validation import check_choice
+from miam.errors import InvalidParameterError, ShapeError
 from miam.models.tokenizers import build_tokenizer
 
 HIDDEN_MODES = ("replace", "drop")

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from miam.data.spec import ModalitySpec
-from miam.errors import check_choice
+from miam._validation import check_choice
 
 
 class PeriodicTabular(nn.Module):

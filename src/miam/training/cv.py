@@ -37,7 +37,8 @@ import torch
 from miam.config import RunConfig
 from miam.data.dataset import MultimodalDataset, spatial_block_split
 from miam.data.registry import build_dataset
-from miam.errors import ConfigError, InvalidParameterError, check_choice
+from miam._validation import check_choice
+from miam.errors import ConfigError, InvalidParameterError
 from miam.explain.configs import InputConfig, resolve_configs
 from miam.explain.subsets import SubsetEvaluator, all_subsets, subset_label
 from miam.training.inputs import BEST, chosen_checkpoint, species_auroc, subsets_for

@@ -123,14 +123,12 @@ class MiamModule(L.LightningModule):
         params = dict(masking.get("params") or {})
         self.strategy = get_strategy(masking.get("strategy", "miam"), self.group_names,
                                      per_sample=bool(masking.get("per_sample", False)), **params)
-        self.tracker = ImbalanceTracker(
-            self.group_names, lambda_s=float(params.get("lambda_s", 1.0)),
-            lambda_d=float(params.get("lambda_d", params.get("lambda_s", 1.0))),
-            eps=float(masking.get("eps", 1e-3)), window=int(masking.get("window", 1)),
-            clamp=None if masking.get("clamp") is None else tuple(masking["clamp"]),
-            baseline=score_baseline(masking.get("score_baseline", 0.0), self.task),
-            derivative=str(masking.get("derivative", "diff")), noise_floor=float(masking.get("noise_floor", 0.0)),
-        ) if m >= 2 else None
+        # The tracker takes MIAM's lambdas from the strategy and the rest from the masking section;
+        # what neither names keeps the tracker's default.
+        options = {k: v for k, v in {**masking, **self.strategy.params}.items() if k in ImbalanceTracker.param_names()}
+        if "score_baseline" in masking:
+            options["baseline"] = score_baseline(masking["score_baseline"], self.task)
+        self.tracker = ImbalanceTracker(self.group_names, **options) if m >= 2 else None
         counts = None if positive_counts is None else torch.as_tensor(positive_counts, dtype=torch.float64)
         self.loss_fn = TaskLoss(self.task.kind, counts, n_train, weighted)
         self.val_metrics = nn.ModuleList([make_metric(self.task) for _ in range(m + 1)])

@@ -41,13 +41,19 @@ def method_class(name: str) -> type[BalancingMethod]:
 
 
 def get_method(name: str, modalities: Sequence[str], **params: Any) -> BalancingMethod:
-    """Build a balancing method by name for these modalities.
+    """Build a balancing method by name for these modalities; ``params`` are its class's keyword arguments.
+
+    Raises:
+        InvalidParameterError: an unknown name, or a parameter the method does not take or
+            with a value outside its constraint.
 
     Examples:
         >>> get_method("ogm_ge", ["env", "climate", "satellite"], alpha=0.3)
         OGMGE(['env', 'climate', 'satellite'], alpha=0.3, start=0, end=None, noise=True)
     """
-    return method_class(name)(modalities, **params)
+    cls = method_class(name)
+    cls.check_params(params)
+    return cls(modalities, **params)
 
 
 def configure_model(model_params: Mapping[str, Any], task: TaskSpec | str,

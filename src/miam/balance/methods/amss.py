@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from miam._validation import Interval, Options
+from miam._validation import BOOL, Interval
 from miam.balance.methods.base import BalancingMethod
 from miam.balance.methods.functional import local_sum
 from miam.models.late_fusion import output_entropy
@@ -100,12 +100,13 @@ class AMSS(BalancingMethod):
     name = "amss"
     _parameter_constraints = {
         "temperature": Interval(0, None, closed="neither"),
-        "unbiased": Options(frozenset({True, False})),
+        "unbiased": BOOL,
     }
 
-    @classmethod
-    def _defaults(cls):
-        return {"temperature": 0.2, "unbiased": False}
+    def __init__(self, modalities: Sequence[str], *, temperature: float = 0.2, unbiased: bool = False) -> None:
+        self.temperature = temperature
+        self.unbiased = unbiased
+        super().__init__(modalities)
 
     def training_loss(self, model, batch, visible, loss_fn, ctx):
         out = model.forward_unimodal(batch, visible)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -180,9 +180,10 @@ class ARM(BalancingMethod):
         "cmi_bins": Interval(2, None, integer=True),
     }
 
-    @classmethod
-    def _defaults(cls):
-        return {"mi_bins": 30, "cmi_bins": 2}
+    def __init__(self, modalities: Sequence[str], *, mi_bins: int = 30, cmi_bins: int = 2) -> None:
+        self.mi_bins = mi_bins
+        self.cmi_bins = cmi_bins
+        super().__init__(modalities)
 
     def setup(self, model):
         super().setup(model)

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from miam._validation import Constraint, validate_params
+from miam._validation import Parameterised
 from miam.balance.methods.functional import local_sum
 from miam.data.batch import MultimodalBatch
 from miam.data.spec import TaskSpec
@@ -42,7 +42,7 @@ class StepContext:
     generator: torch.Generator | None = None
 
 
-class BalancingMethod:
+class BalancingMethod(Parameterised):
     """A balancing method of the related work as a plug-in of :class:`~miam.training.MiamModule`.
 
     The trainer calls, in order:
@@ -59,13 +59,13 @@ class BalancingMethod:
     5. after each validation epoch, :meth:`epoch_end` with the validation scores of
        each modality alone and of the full input.
 
-    Subclasses declare ``_parameter_constraints`` and ``_defaults``; constructors only
-    store keyword arguments, and state learned during training ends in ``_`` and
+    Subclasses write their parameters as keyword arguments of ``__init__`` with their
+    defaults and declare ``_parameter_constraints``; constructors only store the
+    arguments, unchanged, and state learned during training ends in ``_`` and
     round-trips through :meth:`state_dict` / :meth:`load_state_dict`.
     """
 
     name: ClassVar[str] = ""
-    _parameter_constraints: ClassVar[dict[str, Constraint]] = {}
     #: the task kinds the method's rule is defined for
     tasks: ClassVar[tuple[str, ...]] = ("multiclass", "multilabel", "encounter")
     #: the model architectures it works with (unimodal logits need ``late_fusion``)
@@ -78,30 +78,16 @@ class BalancingMethod:
     #: ``find_unused_parameters``)
     partial_backward: ClassVar[bool] = False
 
-    def __init__(self, modalities: Sequence[str], **params: Any) -> None:
+    def __init__(self, modalities: Sequence[str]) -> None:
         owner = type(self).__name__
         modalities = list(modalities)
         if len(modalities) < 2:
             raise InvalidParameterError(f"{owner} balances modalities: it needs at least 2, got {modalities}.")
         if len(set(modalities)) != len(modalities):
             raise InvalidParameterError(f"{owner}: modality names must be unique, got {modalities}.")
-        values = self.check_params(params)
+        self._validate_params()
         self.modalities = modalities
-        self.params = values
-        for k, v in values.items():
-            setattr(self, k, v)
         self._stats: dict[str, float] = {}
-
-    @classmethod
-    def _defaults(cls) -> dict[str, Any]:
-        return {}
-
-    @classmethod
-    def check_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
-        """The defaults updated with ``params``, each checked against its constraint."""
-        values = {**cls._defaults(), **params}
-        validate_params(cls.__name__, values, cls._parameter_constraints)
-        return values
 
     @property
     def n_modalities(self) -> int:
@@ -192,8 +178,4 @@ class BalancingMethod:
             if not k.endswith("_"):
                 raise InvalidParameterError(f"{type(self).__name__}.load_state_dict: unexpected key {k!r}.")
             setattr(self, k, v.clone() if isinstance(v, Tensor) else v)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
-        return f"{type(self).__name__}({self.modalities}{', ' if args else ''}{args})"
 

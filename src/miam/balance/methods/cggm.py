@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -94,9 +94,14 @@ class CGGM(BalancingMethod):
         "clamp": OptionalOf(Interval(0, None, closed="neither")),
     }
 
-    @classmethod
-    def _defaults(cls):
-        return {"rho": 1.3, "lam": 0.2, "clip": 0.8, "eps": 1e-8, "clamp": None}
+    def __init__(self, modalities: Sequence[str], *, rho: float = 1.3, lam: float = 0.2,
+                 clip: float | None = 0.8, eps: float = 1e-8, clamp: float | None = None) -> None:
+        self.rho = rho
+        self.lam = lam
+        self.clip = clip
+        self.eps = eps
+        self.clamp = clamp
+        super().__init__(modalities)
 
     def setup(self, model):
         super().setup(model)

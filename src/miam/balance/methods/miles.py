@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -61,9 +61,10 @@ class MILES(BalancingMethod):
     name = "miles"
     _parameter_constraints = {"tau": Interval(0, None), "mu": Interval(0, 1, closed="right")}
 
-    @classmethod
-    def _defaults(cls):
-        return {"tau": 0.2, "mu": 0.5}
+    def __init__(self, modalities: Sequence[str], *, tau: float = 0.2, mu: float = 0.5) -> None:
+        self.tau = tau
+        self.mu = mu
+        super().__init__(modalities)
 
     def setup(self, model):
         parts = super().setup(model)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
-from miam._validation import Options
+from miam._validation import BOOL
 from miam.balance.methods.base import BalancingMethod
 
 
@@ -74,11 +76,11 @@ class MLA(BalancingMethod):
     fusions = ("entropy",)
     manual_optimization = True
     partial_backward = True
-    _parameter_constraints = {"project": Options(frozenset({True, False}))}
+    _parameter_constraints = {"project": BOOL}
 
-    @classmethod
-    def _defaults(cls):
-        return {"project": True}
+    def __init__(self, modalities: Sequence[str], *, project: bool = True) -> None:
+        self.project = project
+        super().__init__(modalities)
 
     def setup(self, model):
         parts = super().setup(model)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -70,9 +72,9 @@ class MNL(BalancingMethod):
     fusions = ("mean",)
     _parameter_constraints = {"omega": Interval(0, None)}
 
-    @classmethod
-    def _defaults(cls):
-        return {"omega": 0.7}
+    def __init__(self, modalities: Sequence[str], *, omega: float = 0.7) -> None:
+        self.omega = omega
+        super().__init__(modalities)
 
     def training_loss(self, model, batch, visible, loss_fn, ctx):
         out = model.forward_unimodal(batch, visible)

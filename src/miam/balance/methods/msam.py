@@ -110,9 +110,9 @@ class MSAM(BalancingMethod):
     manual_optimization = True
     _parameter_constraints = {"radius": Interval(0, None, closed="neither")}
 
-    @classmethod
-    def _defaults(cls):
-        return {"radius": 0.05}
+    def __init__(self, modalities: Sequence[str], *, radius: float = 0.05) -> None:
+        self.radius = radius
+        super().__init__(modalities)
 
     def manual_step(self, model, batch, visible, loss_fn, optimizer, backward, ctx):
         phi = normalise_shares(batch_shapley(model, batch, loss_fn, model.task.kind, ctx.reduce_sum))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
-from miam._validation import Interval, OptionalOf, Options
+from miam._validation import BOOL, Interval, OptionalOf
 from miam.balance.methods.base import BalancingMethod, StepContext
 from miam.balance.methods.functional import positive_scores, ratio_to_others, unimodal_scores
 
@@ -69,12 +71,16 @@ class OGMGE(BalancingMethod):
         "alpha": Interval(0, None),
         "start": Interval(0, None, integer=True),
         "end": OptionalOf(Interval(0, None, integer=True)),
-        "noise": Options(frozenset({True, False})),
+        "noise": BOOL,
     }
 
-    @classmethod
-    def _defaults(cls):
-        return {"alpha": 0.1, "start": 0, "end": None, "noise": True}
+    def __init__(self, modalities: Sequence[str], *, alpha: float = 0.1, start: int = 0,
+                 end: int | None = None, noise: bool = True) -> None:
+        self.alpha = alpha
+        self.start = start
+        self.end = end
+        self.noise = noise
+        super().__init__(modalities)
 
     def active(self, ctx: StepContext) -> bool:
         """Whether this epoch modulates."""

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -64,9 +66,13 @@ class OPMFeature(BalancingMethod):
         "warmup": Interval(0, None, integer=True),
     }
 
-    @classmethod
-    def _defaults(cls):
-        return {"q_base": 0.5, "lam": 0.5, "p_exe": 0.7, "warmup": 6}
+    def __init__(self, modalities: Sequence[str], *, q_base: float = 0.5, lam: float = 0.5,
+                 p_exe: float = 0.7, warmup: int = 6) -> None:
+        self.q_base = q_base
+        self.lam = lam
+        self.p_exe = p_exe
+        self.warmup = warmup
+        super().__init__(modalities)
 
     def training_loss(self, model, batch, visible, loss_fn, ctx):
         out = model.forward_unimodal(batch, visible)
