@@ -34,7 +34,8 @@ class Sites:
     Attributes:
         ids: ``[N]`` site ids as text, or None for points with no id (raster grid cells):
             table and image sources then give hidden tokens.
-        x, y: ``[N]`` coordinates in ``crs``.
+        x: ``[N]`` x coordinates in ``crs``.
+        y: ``[N]`` y coordinates in ``crs``.
         crs: anything pyproj reads (``"EPSG:4326"``), or None for no CRS.
     """
 

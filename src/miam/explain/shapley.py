@@ -132,7 +132,8 @@ class ShapleyResult:
         players: player names (modalities or token names).
         values: ``[P]`` (global) or ``[N, P, O]`` (local) float64 Shapley values.
         se: standard errors, same shape; see ``se_kind``.
-        v_all, v_none: the value with every player visible / hidden (``[]`` or ``[N, O]``).
+        v_all: the value with every player visible (``[]`` or ``[N, O]``).
+        v_none: the value with every player hidden (``[]`` or ``[N, O]``).
         value: ``"global"`` or ``"local"``; ``metric``: what v measures.
         estimator: which estimator ran, in words.
         se_kind: what ``se`` measures (bootstrap over samples, permutation sampling, or none).

@@ -61,8 +61,8 @@ class OGMGE(BalancingMethod):
 
     Args:
         alpha: modulation strength (0.1; the paper uses 0.8 on CREMA-D).
-        start, end: the epochs (inclusive) with modulation; ``end=None`` is half the
-            run's ``max_epochs``.
+        start: the first epoch with modulation.
+        end: the last epoch with modulation (inclusive); None is half the run's ``max_epochs``.
         noise: add the GE noise (False: plain OGM).
     """
 

@@ -53,7 +53,8 @@ class OPMFeature(BalancingMethod):
     are drawn per rank (each rank drops features of its own samples).
 
     Args:
-        q_base, lam: base drop probability and its slope (0.5, 0.5).
+        q_base: base drop probability (0.5).
+        lam: the drop probability's slope in the modality's lead (0.5).
         p_exe: probability that a batch is modulated (0.7).
         warmup: epochs without modulation (6: epochs 0-5).
     """
