@@ -77,6 +77,10 @@ def test_score_baseline_follows_the_metric_and_never_silently_half_for_accuracy(
     assert score_baseline("chance", TaskSpec("multiclass", 8)) == 1 / 8 == chance_level(TaskSpec("multiclass", 8))
     with pytest.raises(ConfigError, match="'chance': The 'topk' score of an 'encounter' task has no chance level"):
         score_baseline("chance", TaskSpec("encounter", 5))
+    rates = torch.tensor([[0.9, 0.0, 0.1], [0.0, 0.5, 0.0], [0.3, 0.0, 0.0]])
+    # with the training targets, SatBird's chance is the top-k of the mean rates (species 0, 1, 2 in order):
+    # hotspot 0 (k = 2: {0, 2}) gets 1 of 2, hotspot 1 ({1}) none, hotspot 2 ({0}) its one
+    assert score_baseline("chance", TaskSpec("encounter", 3), rates) == pytest.approx((0.5 + 0.0 + 1.0) / 3)
     with pytest.warns(UserWarning, match=r"score_baseline=0.5 is not the chance level of the multiclass score \(0.125\)"):
         assert score_baseline(0.5, TaskSpec("multiclass", 8)) == 0.5
     with pytest.raises(ConfigError, match="must be 'chance' or a number in \\[0, 1\\), got 'half'"):
@@ -110,3 +114,22 @@ def test_a_real_run_logs_standard_errors_and_floors_rho_d_with_them(tmp_path):
         assert traj["rho_d"][names].iloc[e].tolist() == pytest.approx(expected.tolist(), rel=1e-6)
         floored += int((F.score_change(scores[:e + 1], 3, "slope") < floor).any())
     assert floored >= 1     # the floor decided some rho_d: without it these values would differ
+
+
+def test_a_satbird_like_run_takes_chance_from_its_training_split(tmp_path):
+    """'chance' on SatBird's top-k trains (it has no chance level before the data), with the
+    uninformed predictor's score on the training split as the baseline."""
+    from miam.config import from_dict
+    from miam.data.synthetic import make_dataset
+    from miam.scores import chance_score
+    from miam.training.run import train
+
+    data = make_dataset(preset="satbird", seed=0, n_sites=400)
+    cfg = from_dict({"model": {"d_model": 16, "depth": 1, "heads": 2}, "data": {"batch_size": 64},
+                     "masking": {"score_baseline": "chance"},
+                     "trainer": {"max_epochs": 1, "patience": 50, "progress_bar": False, "accelerator": "cpu"},
+                     "out_dir": str(tmp_path / "run")})
+    result = train(cfg, dataset=data)
+    train_target = torch.as_tensor(data.target[data.splits["train"]])
+    expected = chance_score(data.task, train_target)
+    assert 0.05 < expected < 0.9 and result.module.tracker.baseline == pytest.approx(expected)

@@ -23,14 +23,19 @@ from miam.explain.subsets import token_groups
 from miam.masking import get_strategy, token_mask
 from miam.models import TaskLoss, build_model
 from miam.models.chunked import forward_subsets_chunked
-from miam.scores import chance_level, make_metric
+from miam.scores import chance_level, chance_score, make_metric
 
 
-def score_baseline(value: float | str, task: TaskSpec) -> float:
+def score_baseline(value: float | str, task: TaskSpec, train_target: Tensor | None = None) -> float:
     """``masking.score_baseline`` as a number: ``"chance"`` follows the task's metric (AUROC 0.5,
-    top-1 1/C; :func:`miam.scores.chance_level`). A number that is not the metric's chance level
-    is kept, with a warning that names the chance level, so 0.5 on an accuracy is never silent."""
+    top-1 1/C; :func:`miam.scores.chance_level`). SatBird's adaptive top-k has no chance level
+    before the data: with ``train_target``, its ``"chance"`` is the score of the uninformed
+    predictor (the training split's mean rates) on the training split
+    (:func:`miam.scores.chance_score`). A number that is not the metric's chance level is kept,
+    with a warning that names the chance level, so 0.5 on an accuracy is never silent."""
     if value == "chance":
+        if task.kind == "encounter" and train_target is not None:
+            return chance_score(task, torch.as_tensor(train_target))
         try:
             return chance_level(task)
         except ValueError as e:

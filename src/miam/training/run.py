@@ -33,7 +33,7 @@ from miam.training.checkpoints import AtomicCheckpointIO, resume_checkpoint
 from miam.training.data import MultimodalDataModule
 from miam.training.feedback import ImbalanceFeedback
 from miam.training.inputs import choose_checkpoint_inputs, describe_inputs, store_inputs
-from miam.training.module import MiamModule
+from miam.training.module import MiamModule, score_baseline
 
 
 @dataclass
@@ -61,11 +61,14 @@ class TrainResult:
 
 def build_module(cfg: RunConfig, dataset: MultimodalDataset) -> MiamModule:
     train = dataset.split("train")
+    masking = vars(cfg.masking)
+    if masking["score_baseline"] == "chance" and dataset.task.kind == "encounter":   # known from the data only
+        masking = {**masking, "score_baseline": score_baseline("chance", dataset.task, train.base.target[train.indices])}
     return MiamModule(
         specs=[s.to_dict() for s in dataset.specs],
         task=dataset.task.to_dict(),
         model=vars(cfg.model),
-        masking=vars(cfg.masking),
+        masking=masking,
         optim=vars(cfg.optim),
         groups=cfg.data.groups,
         positive_counts=train.positive_counts().tolist(),
