@@ -178,6 +178,7 @@ def report(runs: pd.DataFrame, reference: str | None = None, split: str = "test"
     whatever split the runs hold: validation in the dev phase, test in confirmation)."""
     parts = []
     for name, part in runs.groupby("dataset", sort=False):
+        part = part.dropna(axis=1, how="all")      # another dataset's configurations
         configs = [c for c in part.columns if c.startswith("config:") and "/" not in c]
         cols = [*configs, *headline_columns(_units(part), part.columns)]
         grouped = part.groupby("name", sort=False)
@@ -241,6 +242,21 @@ def feedback_report(out: Path, phase: str, name: str) -> str:
             f"{table.round(3).to_markdown()}\n")
 
 
+def variant_choice(runs: pd.DataFrame, column: str = "avg_paper_configs") -> pd.DataFrame:
+    """The development rule (docs/masking.md): each variant's paired difference to ``miam_paper``
+    on ``column`` over every (dataset, seed) landscape, with its mean, 95 % t-interval and wins."""
+    wide = runs.assign(landscape=runs["dataset"] + ":" + runs["seed"].astype(str)).pivot_table(
+        index="landscape", columns="name", values=column)
+    out = []
+    for name in [v for v in VARIANTS if v != "miam_paper" and v in wide]:
+        d = (wide[name] - wide["miam_paper"]).dropna()
+        half = T975.get(len(d) - 1, 1.96) * d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
+        out.append({"variant": name, "landscapes": len(d), "mean": d.mean(), "ci95_low": d.mean() - half,
+                    "ci95_high": d.mean() + half, "wins": int((d > 0).sum()),
+                    **{k: v for k, v in d.round(4).items()}})
+    return pd.DataFrame(out).sort_values("mean", ascending=False) if out else pd.DataFrame()
+
+
 def _mean_sd(values: pd.Series) -> str:
     values = values.dropna()
     if values.empty:
@@ -291,6 +307,10 @@ def main() -> None:
     text = report(runs, args.reference, PHASE_SPLIT[args.phase])
     if args.phase == "dev":
         text += "\n".join(feedback_report(out, args.phase, name) for name in runs["dataset"].unique())
+        choice = variant_choice(runs)
+        if len(choice):
+            text += ("\nThe rule for choosing a variant: paired difference to miam_paper on avg_paper_configs, "
+                     f"every development landscape\n\n{choice.round(4).to_markdown(index=False)}\n")
     (out / f"report_{args.phase}.md").write_text(text)
     print(text)
 
