@@ -68,6 +68,7 @@ VARIANTS = {
     "miam_slope": {"score_baseline": "chance", "derivative": "slope", "window": 4},
     "miam_floor": {"score_baseline": "chance", "noise_floor": 2.0},
     "miam_slope_floor": {"score_baseline": "chance", "derivative": "slope", "window": 4, "noise_floor": 2.0},
+    "miam_demo": {"score_baseline": "chance", "window": 3},   # demo.yaml's settings (AUROC - 0.5, 3-epoch mean)
 }
 #: the rows of a development sweep: every variant beside the strongest fixed strategies so far
 DEV_ROWS = [*VARIANTS, "corner_priority", "dirichlet", "dropout", "uniform_line"]
