@@ -13,7 +13,7 @@ from data import files as fixture
 from miam.config import from_dict
 from miam.data.files import FilesData
 from miam.data.synthetic import make_dataset
-from miam.data.unlabelled import GridPool, from_dataset, synthetic_pool
+from miam.data.unlabelled import GridPool, from_dataset, sites_pool, synthetic_pool
 from miam.errors import ConfigError
 from miam.models import TokenModel
 from miam.models.reconstruction import ReconstructionHeads, reconstruction_errors
@@ -153,3 +153,7 @@ def test_grid_cells_are_read_window_by_window_once_each(tmp_path):
     sampled = GridPool(data, grid, sample=500, window_pixels=1_500)
     assert sum(len(w.ids) for w in sampled.windows()) == 500 == len(sampled)
     assert len(from_dataset(ds)) == len(ds.split("train"))
+    # a files source without targets: the training sites table read again, encoded with the training statistics
+    table = sites_pool(data, str(tmp_path / "sites.csv"))
+    assert len(table) == len(ds) and table.__getitems__([0, 1]).target.shape == (2, 0)
+    assert np.array_equal(table.tokens["climate"], ds.tokens["climate"])

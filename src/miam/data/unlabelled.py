@@ -34,6 +34,8 @@ from miam.errors import InvalidParameterError
 
 #: the splits of an unlabelled source
 POOL_SPLITS = ("train", "val")
+#: GDAL's raster block cache while a grid source reads (MB), as ``miam predict`` bounds it
+GDAL_CACHE_MB = 64
 
 
 def pool_splits(n: int, val_fraction: float, seed: int, max_val: int | None = None) -> dict[str, np.ndarray]:
@@ -233,12 +235,16 @@ class GridPool(_Pool):
         return len(self.cells)
 
     def _read(self, cells: np.ndarray) -> MultimodalBatch:
+        import rasterio
+
         from miam.data.files_io import Sites
         from miam.data.files_rasters import apply_affine
 
         rows, cols = np.divmod(cells, self.grid.width)
         x, y = apply_affine(self.grid.transform, cols + 0.5, rows + 0.5)
-        tokens = self.data.encode(Sites(None, np.asarray(x, float), np.asarray(y, float), self.grid.crs), self.sources)
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):   # GDAL's block cache would otherwise grow with the grid
+            tokens = self.data.encode(Sites(None, np.asarray(x, float), np.asarray(y, float), self.grid.crs),
+                                      self.sources)
         values, present = _tensors(self.specs, tokens)
         return MultimodalBatch(values, present, torch.zeros(len(cells), 0), torch.from_numpy(cells))
 
