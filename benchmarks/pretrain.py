@@ -46,6 +46,8 @@ from miam.training.run import summarize, test_subsets, train
 
 #: the demo landscape's parameters, as demo.yaml draws it
 DEMO = {"n_species": 24, "missing": {"satellite": 0.1}, "token_missing": {"env": 0.02}}
+METRICS = ["full", "avg_modality_subsets", "avg_paper_configs"]
+SHORT = {"full": "full", "avg_modality_subsets": "subsets", "avg_paper_configs": "configs"}
 SPEED = ["model.dropout=0", "model.collapse_hidden=always", "trainer.progress_bar=false", "trainer.accelerator=cpu"]
 
 
@@ -110,27 +112,30 @@ def run_all(args: argparse.Namespace) -> None:
                           f"avg_paper_configs {s['avg_paper_configs']:.4f}", flush=True)
 
 
-def table(out: Path) -> None:
-    """Mean ± sd over seeds per strategy, labelled size and mode; and the pretraining runs."""
-    pre = [json.loads(p.read_text()) for p in sorted(out.glob("pretrain_*.json"))]
+def table(dirs: list[Path]) -> None:
+    """The pretraining runs, then per labelled size and strategy: scratch and pretrained (mean ± sd over seeds)
+    and the gain, for the full input, avg_modality_subsets and avg_paper_configs."""
+    pre = [json.loads(p.read_text()) for d in dirs for p in sorted(d.glob("pretrain_*.json"))]
     if pre:
         df = pd.DataFrame(pre)
         cols = ["strategy", "seed", "epochs", "sites", "error", "baseline", "skill_masked", "skill_env",
                 "skill_climate", "skill_satellite", "seconds"]
         print(df[[c for c in cols if c in df]].round(4).to_string(index=False))
-    rows = [json.loads(p.read_text()) for p in sorted(out.glob("ft_*.json"))]
+    rows = [json.loads(p.read_text()) for d in dirs for p in sorted(d.glob("ft_*.json"))]
     if not rows:
         return
     df = pd.DataFrame(rows)
-    metrics = ["full", "avg_modality_subsets", "avg_paper_configs"]
-    g = df.groupby(["n_labelled", "strategy", "mode"])[metrics]
-    summary = g.mean().round(4).astype(str) + " ± " + g.std().fillna(0).round(4).astype(str)
-    summary["seeds"] = g.size()
-    print(summary.to_string())
-    wide = df.pivot_table(index=["n_labelled", "strategy"], columns="mode", values=metrics, aggfunc="mean")
-    for m in metrics:
-        wide[(m, "gain")] = wide[(m, "pretrained")] - wide[(m, "scratch")]
-    print(wide.round(4).to_string())
+    g = df.groupby(["n_labelled", "strategy", "mode"])
+    mean, sd = g[METRICS].mean(), g[METRICS].std().fillna(0)
+    out = {}
+    for m in METRICS:
+        for mode in ("scratch", "pretrained"):
+            out[f"{SHORT[m]} {mode}"] = (mean[m].xs(mode, level="mode").map("{:.4f}".format) + " ± "
+                                        + sd[m].xs(mode, level="mode").map("{:.4f}".format))
+        out[f"{SHORT[m]} gain"] = (mean[m].xs("pretrained", level="mode")
+                                   - mean[m].xs("scratch", level="mode")).map("{:+.4f}".format)
+    out["seeds"] = g.size().xs("pretrained", level="mode")
+    print(pd.DataFrame(out).to_markdown())
 
 
 # ---- memory of a raster grid read window by window ------------------------------------------
@@ -215,7 +220,8 @@ def main() -> None:
                     help="fine-tuning budget in optimiser steps (epochs = steps / batches per epoch, at least 10)")
     ap.add_argument("--set", action="append", default=[], help="config override section.key=value")
     ap.add_argument("--out", default="miam_runs/bench_pretrain")
-    ap.add_argument("--table", action="store_true", help="only print the table of the results in --out")
+    ap.add_argument("--table", nargs="*", metavar="DIR",
+                    help="only print the table of the results in these folders (default: --out)")
     ap.add_argument("--grid-memory", action="store_true", help="measure memory on a small and a 16x larger grid")
     ap.add_argument("--grid-size", type=int, default=256, help="side of the small grid in cells")
     ap.add_argument("--grid-child", type=int, help=argparse.SUPPRESS)
@@ -228,11 +234,11 @@ def main() -> None:
     elif args.grid_memory:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         grid_memory(Path(args.out), args.grid_size)
-    elif args.table:
-        table(Path(args.out))
+    elif args.table is not None:
+        table([Path(d) for d in args.table or [args.out]])
     else:
         run_all(args)
-        table(Path(args.out))
+        table([Path(args.out)])
 
 
 if __name__ == "__main__":
