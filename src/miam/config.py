@@ -149,7 +149,8 @@ class PretrainConfig:
     #: its unlabelled pool, if it has one), ``{kind: files, sites: TABLE, sources: {...}}`` or ``{kind: grid,
     #: raster: FILE (or bbox: [...], resolution: R, crs: ...), sample: N, window_pixels: W}`` (``files`` data)
     source: dict[str, Any] = field(default_factory=lambda: {"kind": "dataset"})
-    #: files and grid sources: add the labelled training sites' inputs (never their labels) to the pool
+    #: a files source: add the labelled training sites' inputs (never their labels) to the pool (a grid
+    #: source reads raster cells only; a dataset source always holds them)
     include_labelled: bool = True
     #: pretraining epochs (None: trainer.max_epochs)
     max_epochs: int | None = None

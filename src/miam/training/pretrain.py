@@ -206,7 +206,8 @@ def describe_pretrained(record: Mapping[str, Any] | None) -> str:
     """
     if not record:
         return ""
-    epochs = "" if record.get("epoch") is None else f", {int(record['epoch']) + 1} epochs"
+    n = None if record.get("epoch") is None else int(record["epoch"]) + 1
+    epochs = "" if n is None else f", {n} epoch{'s' if n != 1 else ''}"
     return (f"Pretrained (masking: {record.get('strategy')}{epochs}, {record.get('checkpoint')}) on "
             f"{record.get('source')}; fine-tuned: {record.get('finetune')}.")
 
@@ -247,8 +248,6 @@ def build_pool(cfg: RunConfig, dataset: Any) -> Any:
     else:
         raise ConfigError("pretrain.source: kind grid needs 'raster' (a GeoTIFF whose grid to read) or 'bbox' and "
                           "'resolution'.")
-    if p.include_labelled:
-        print("pretrain: a grid source reads raster cells only; pretrain.include_labelled does not apply to it.")
     return U.GridPool(data, grid, src.get("sample"), p.val_fraction, seed, src.get("window_pixels", 1 << 16),
                       src.get("sources"))
 
