@@ -15,6 +15,7 @@ from miam.data.files import FilesData
 from miam.data.synthetic import make_dataset
 from miam.data.unlabelled import GridPool, from_dataset, sites_pool, synthetic_pool
 from miam.errors import ConfigError
+from miam.masking import list_strategies
 from miam.models import TokenModel
 from miam.models.reconstruction import ReconstructionHeads, reconstruction_errors
 from miam.predict import Grid
@@ -67,6 +68,16 @@ def test_loss_counts_hidden_present_tokens_only_and_weighs_modalities_equally():
     assert base.count[0] == env_hid.sum()
     assert torch.isclose(base.loss(), (base.error / base.count).mean())
     assert torch.isclose(base.skill(), 1 - base.error / base.baseline).all()
+
+
+@pytest.mark.parametrize("strategy", list_strategies())
+def test_every_strategy_hides_tokens_for_a_finite_reconstruction_step(strategy, labelled):
+    module = PretrainModule([s.to_dict() for s in labelled.specs], SMALL, {"strategy": strategy})
+    batch = labelled.info["unlabelled"].__getitems__(list(range(32)))
+    visible = module.draw_visible(batch)
+    loss = module.errors(batch, visible).loss()
+    loss.backward()
+    assert torch.isfinite(loss) and module.model.tokenizers["env"].weight.grad is not None
 
 
 def test_unlabelled_pool_holds_no_label_and_no_labelled_site(labelled):
