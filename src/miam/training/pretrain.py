@@ -35,7 +35,7 @@ from miam.config import MaskingConfig, RunConfig, check_masking_units, resolve_a
 from miam.data.batch import MultimodalBatch
 from miam.data.spec import ModalitySpec, TaskSpec
 from miam.errors import ConfigError, check_choice
-from miam.models.reconstruction import ReconstructionHeads, reconstruction_errors
+from miam.models.reconstruction import ReconstructionErrors, ReconstructionHeads, reconstruction_errors
 from miam.training.data import MultimodalDataModule
 from miam.training.module import MiamModule, step_seed
 
@@ -80,7 +80,7 @@ class PretrainModule(MiamModule):
     def view_names(self) -> list[str]:
         return [*self.group_names, MASKED_VIEW]
 
-    def errors(self, batch: MultimodalBatch, visible: Tensor):
+    def errors(self, batch: MultimodalBatch, visible: Tensor) -> ReconstructionErrors:
         """:class:`~miam.models.reconstruction.ReconstructionErrors` of the hidden present tokens under ``visible``."""
         predictions = self.heads(self.model.token_states(batch, visible))
         return reconstruction_errors(self.heads, predictions, batch, ~visible)
@@ -121,7 +121,7 @@ class PretrainModule(MiamModule):
         if self._trainer is not None and self._trainer.world_size > 1:
             sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
         error, baseline, count = sums.unbind(1)
-        skill = torch.where(count > 0, 1 - error / baseline.clamp_min(1e-12), torch.nan)
+        skill = ReconstructionErrors(self.model.modalities, error, baseline, count).skill()   # [V, M]
         scores = {name: float(row[~row.isnan()].mean()) for name, row in zip(self.view_names, skill)}
         self.val_scores_, self.val_standard_errors_ = dict(scores), {}
         masked = count[-1] > 0
