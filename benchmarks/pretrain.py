@@ -120,7 +120,7 @@ def table(dirs: list[Path]) -> None:
         df = pd.DataFrame(pre)
         cols = ["strategy", "seed", "epochs", "sites", "error", "baseline", "skill_masked", "skill_env",
                 "skill_climate", "skill_satellite", "seconds"]
-        print(df[[c for c in cols if c in df]].round(4).to_string(index=False))
+        print(df[[c for c in cols if c in df]].sort_values(["strategy", "seed"]).round(4).to_markdown(index=False))
     rows = [json.loads(p.read_text()) for d in dirs for p in sorted(d.glob("ft_*.json"))]
     if not rows:
         return
@@ -136,6 +136,7 @@ def table(dirs: list[Path]) -> None:
                                    - mean[m].xs("scratch", level="mode")).map("{:+.4f}".format)
     out["seeds"] = g.size().xs("pretrained", level="mode")
     print(pd.DataFrame(out).to_markdown())
+
 
 
 # ---- memory of a raster grid read window by window ------------------------------------------
