@@ -126,6 +126,8 @@ def test_checkpoint_of_other_specs_is_refused(pretrained, tmp_path):
                      "pretrain": {"init_from": pretrained.best_checkpoint}})
     with pytest.raises(ConfigError, match=r"modality 'env': n_tokens 12 in the checkpoint, 8 in the data"):
         train(cfg, dataset=other)
+    with pytest.raises(ConfigError, match=r"pretrain\.finetune must be one of \['full', 'linear_probe'\], got 'half'"):
+        train(cfg.replace(pretrain={"finetune": "half"}), dataset=other)
 
 
 def test_pretraining_resumes_exactly(labelled, tmp_path):

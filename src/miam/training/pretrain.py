@@ -34,7 +34,7 @@ from torch import Tensor
 from miam.config import MaskingConfig, RunConfig, check_masking_units, resolve_auto, save_config
 from miam.data.batch import MultimodalBatch
 from miam.data.spec import ModalitySpec, TaskSpec
-from miam.errors import ConfigError, check_choice
+from miam.errors import ConfigError
 from miam.models.reconstruction import ReconstructionErrors, ReconstructionHeads, reconstruction_errors
 from miam.training.data import MultimodalDataModule
 from miam.training.module import MiamModule, step_seed
@@ -46,6 +46,8 @@ MASKED_VIEW = "masked"
 #: the random stream of the masked view's draw, fixed across epochs
 MASKED_STREAM = 30_000
 FINETUNE_MODES = ("full", "linear_probe")
+#: the kinds of ``pretrain.source`` (:func:`build_pool`)
+SOURCE_KINDS = ("dataset", "files", "grid")
 #: the encoder settings a fine-tuned model takes from its pretraining checkpoint
 ENCODER_KEYS = ("d_model", "depth", "heads", "hidden", "mask_token", "readd_position", "pooling",
                 "tabular_embedding", "n_frequencies", "sigma")
@@ -147,12 +149,18 @@ def read_pretrained(path: str | Path) -> dict[str, Any]:
     return {"hparams": ckpt.get("hyper_parameters", {}), "state_dict": ckpt["state_dict"], "epoch": ckpt.get("epoch")}
 
 
+def check_finetune(mode: str) -> None:
+    """Raise a ConfigError unless ``mode`` is one of :data:`FINETUNE_MODES`."""
+    if mode not in FINETUNE_MODES:
+        raise ConfigError(f"pretrain.finetune must be one of {list(FINETUNE_MODES)}, got {mode!r}.")
+
+
 def finetune_config(cfg: RunConfig) -> tuple[RunConfig, str]:
     """``cfg`` with the encoder settings (:data:`ENCODER_KEYS`) of its ``pretrain.init_from`` checkpoint, and a
     line naming those that changed (the pretrained weights fix them)."""
     if not cfg.pretrain.init_from:
         return cfg, ""
-    check_choice("pretrain", "finetune", cfg.pretrain.finetune, FINETUNE_MODES)
+    check_finetune(cfg.pretrain.finetune)
     model = read_pretrained(cfg.pretrain.init_from)["hparams"].get("model") or {}
     taken = {k: model[k] for k in ENCODER_KEYS if k in model}
     changed = {k: v for k, v in taken.items() if getattr(cfg.model, k) != v}
@@ -171,7 +179,7 @@ def init_from_pretrained(module: MiamModule, path: str | Path, finetune: str = "
     """
     from miam.predict import spec_difference
 
-    check_choice("pretrain", "finetune", finetune, FINETUNE_MODES)
+    check_finetune(finetune)
     ckpt = read_pretrained(path)
     hp = ckpt["hparams"]
     specs = [ModalitySpec.from_dict(s) for s in hp.get("specs", [])]
@@ -222,7 +230,8 @@ def build_pool(cfg: RunConfig, dataset: Any) -> Any:
     p = cfg.pretrain
     src = dict(p.source or {})
     kind = src.pop("kind", "dataset")
-    check_choice("pretrain.source", "kind", kind, ("dataset", "files", "grid"))
+    if kind not in SOURCE_KINDS:
+        raise ConfigError(f"pretrain.source.kind must be one of {list(SOURCE_KINDS)}, got {kind!r}.")
     seed = cfg.trainer.seed
     labelled = U.from_dataset(dataset, val_fraction=p.val_fraction, seed=seed,
                               source=f"{len(dataset.split('train'))} labelled training sites (inputs only)")
