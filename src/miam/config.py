@@ -142,6 +142,30 @@ class EvaluationConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """Masked self-supervised pretraining (``miam pretrain``) and fine-tuning from it (``miam train``);
+    docs/pretraining.md."""
+
+    #: the unlabelled sites: ``{kind: dataset}`` (the data section's dataset: its training sites' inputs and
+    #: its unlabelled pool, if it has one), ``{kind: files, sites: TABLE, sources: {...}}`` or ``{kind: grid,
+    #: raster: FILE (or bbox: [...], resolution: R, crs: ...), sample: N, window_pixels: W}`` (``files`` data)
+    source: dict[str, Any] = field(default_factory=lambda: {"kind": "dataset"})
+    #: a files source: add the labelled training sites' inputs (never their labels) to the pool (a grid
+    #: source reads raster cells only; a dataset source always holds them)
+    include_labelled: bool = True
+    #: pretraining epochs (None: trainer.max_epochs)
+    max_epochs: int | None = None
+    #: the pretraining masking, as the masking section (None: the masking section)
+    masking: dict[str, Any] | None = None
+    #: share of the unlabelled sites held out to score reconstruction (checkpoint selection, MIAM's feedback)
+    val_fraction: float = 0.1
+    #: ``miam train``: start from this pretraining checkpoint (``--init-from``)
+    init_from: str | None = None
+    #: ``full`` (every weight trains) or ``linear_probe`` (tokenizers and encoder frozen, the head trains)
+    finetune: str = "full"
+
+
+@dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -150,6 +174,7 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     balance: BalanceConfig = field(default_factory=BalanceConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     #: output folder: checkpoints, logs, reports
     out_dir: str = "miam_runs/run"
 
@@ -212,7 +237,7 @@ def resolve_auto(cfg: RunConfig, n_train: int, n_tokens: int) -> tuple[RunConfig
 _SECTIONS = {f.name: f.type for f in fields(RunConfig)}
 _SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "masking": MaskingConfig,
                     "optim": OptimConfig, "trainer": TrainerConfig, "balance": BalanceConfig,
-                    "evaluation": EvaluationConfig}
+                    "evaluation": EvaluationConfig, "pretrain": PretrainConfig}
 
 
 def from_dict(d: Mapping[str, Any], source: str = "config") -> RunConfig:

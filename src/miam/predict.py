@@ -292,21 +292,24 @@ class Predictor:
         return chosen, "float32", float("nan"), lambda p: p[:, idx]
 
 
+def spec_difference(model_specs: Sequence[Any], data_specs: Sequence[Any], here: str = "in the checkpoint",
+                    there: str = "in the data") -> str | None:
+    """The first difference between two lists of :class:`ModalitySpec` (names, then each field), or None."""
+    a = [s.to_dict() for s in model_specs]
+    b = [s.to_dict() for s in data_specs]
+    if [s["name"] for s in a] != [s["name"] for s in b]:
+        return f"modalities {[s['name'] for s in a]} {here}, {[s['name'] for s in b]} {there}"
+    for sa, sb in zip(a, b):
+        diff = [k for k in sa if sa[k] != sb[k]]
+        if diff:
+            return f"modality {sa['name']!r}: {diff[0]} {sa[diff[0]]} {here}, {sb[diff[0]]} {there}"
+    return None
+
+
 def check_same_data(model_specs: Sequence[Any], data_specs: Sequence[Any], model_task: Any, data_task: Any,
                     checkpoint: Path, config: Path) -> None:
     """Raise a :class:`ConfigError` naming the first difference between the checkpoint and the data now."""
-    a = [s.to_dict() for s in model_specs]
-    b = [s.to_dict() for s in data_specs]
-    problem = None
-    if [s["name"] for s in a] != [s["name"] for s in b]:
-        problem = f"modalities {[s['name'] for s in a]} in the checkpoint, {[s['name'] for s in b]} in the data"
-    else:
-        for sa, sb in zip(a, b):
-            diff = [k for k in sa if sa[k] != sb[k]]
-            if diff:
-                problem = (f"modality {sa['name']!r}: {diff[0]} {sa[diff[0]]} in the checkpoint, {sb[diff[0]]} "
-                           f"in the data")
-                break
+    problem = spec_difference(model_specs, data_specs)
     if problem is None and model_task.to_dict() != data_task.to_dict():
         problem = (f"outputs {list(model_task.output_names)[:5]} in the checkpoint, "
                    f"{list(data_task.output_names)[:5]} in the data")

@@ -11,7 +11,7 @@ from miam.cli.common import show_logs
 from miam.errors import MiamError
 
 #: verb modules, in the order ``miam --help`` lists them
-VERBS = ("demo", "train", "evaluate", "explain", "predict", "map", "prepare", "compare", "cv")
+VERBS = ("demo", "pretrain", "train", "evaluate", "explain", "predict", "map", "prepare", "compare", "cv")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,11 +36,13 @@ def run(args: argparse.Namespace) -> int:
     from miam.explain.configs import resolve_configs
     from miam.explain.pipeline import explain_model
     from miam.explain.report import write_report
+    from miam.training.pretrain import describe_pretrained
 
     module, split, dataset, cfg = load_run(args)
     strategy = (module.hparams.get("masking") or {}).get("strategy", "miam")
     description = (f"Checkpoint {Path(args.checkpoint).name} (masking: {strategy}), data "
-                   f"{dataset.info.get('source', 'dataset')}, split {args.split!r}.")
+                   f"{dataset.info.get('source', 'dataset')}, split {args.split!r}. "
+                   + describe_pretrained(module.hparams.get("pretrained"))).strip()
     expl = explain_model(module.model, split, module.task, module.hparams.get("groups"), args.modalities,
                          args.others, args.tolerance, args.max_permutations, repeats=args.repeats,
                          n_boot=args.n_boot, seed=args.seed, truth=dataset.info.get("truth"),

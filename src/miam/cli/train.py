@@ -11,6 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model from a YAML config",
                        description="Train a model as the config says; checkpoints and logs go to out_dir.")
     add_config_args(p)
+    p.add_argument("--init-from", metavar="CKPT", help="fine-tune from a miam pretrain checkpoint (sets "
+                                                        "pretrain.init_from; pretrain.finetune: full or linear_probe)")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the run in out_dir from its "
                                                              "checkpoints/last.ckpt (the readable checkpoint "
@@ -26,6 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from miam.training.run import check_out_dir, summarize, test_subsets, train
 
     cfg = config_from_args(args)
+    if args.init_from:
+        cfg = cfg.replace(pretrain={"init_from": args.init_from})
     check_out_dir(cfg.out_dir, args.resume, args.overwrite)
     result = train(cfg, resume=args.resume)
     table = test_subsets(result, cfg.evaluation)

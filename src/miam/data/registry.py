@@ -47,6 +47,8 @@ def _load_builtins() -> None:
     if "synthetic" not in _BUILDERS:
         from miam.data import synthetic
         register_dataset("synthetic")(synthetic.make_dataset)
+        from miam.data.unlabelled import synthetic_pool
+        register_dataset("synthetic_pool")(synthetic_pool)
     if "geoplant" not in _BUILDERS:
         from miam.data import geoplant, satbird, taxabench
         register_dataset("geoplant")(geoplant.load_geoplant)

@@ -189,6 +189,7 @@ def make_dataset(
     block_km: float = 10.0,
     split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
     preset: str | None = None,
+    covariate_correlation: float = 0.0,
 ) -> MultimodalDataset:
     """Generate the embedded multimodal dataset, deterministic from ``seed``.
 
@@ -212,6 +213,12 @@ def make_dataset(
             preset sets its own task, modalities and strengths: only ``seed``, ``n_sites``,
             ``n_species``, ``missing``, ``token_missing``, ``extent_km``, ``lengthscale_km``,
             ``block_km`` and ``split_fractions`` apply, and setting another parameter is an error.
+        covariate_correlation: share c in [0, 1) of every env variable's and climate anomaly's
+            variance drawn from four shared latent fields (:data:`SHARED_FIELDS`), as real layers
+            are correlated (temperature with elevation, rain with both). 0 (the default) keeps every
+            token independent; with c > 0 a hidden token can be partly reconstructed from the
+            others, which masked pretraining (docs/pretraining.md) needs, and the truth's shares are
+            those of each token's direct effect.
 
     Returns:
         a :class:`MultimodalDataset` with ``splits`` train/val/test, ``coords`` in km and
@@ -231,7 +238,8 @@ def make_dataset(
         demo_only = {"task": task, "n_env": n_env, "n_env_informative": n_env_informative,
                      "n_sat_informative": n_sat_informative, "image_size": image_size, "patch_size": patch_size,
                      "n_bands": n_bands, "with_coords": with_coords, "strength": strength,
-                     "signal_scale": signal_scale, "pixel_noise": pixel_noise}
+                     "signal_scale": signal_scale, "pixel_noise": pixel_noise,
+                     "covariate_correlation": covariate_correlation}
         defaults = inspect.signature(make_dataset).parameters
         changed = sorted(k for k, v in demo_only.items() if v != defaults[k].default)
         if changed:
@@ -245,12 +253,15 @@ def make_dataset(
         raise InvalidParameterError(f"image_size={image_size} must be a multiple of patch_size={patch_size}.")
     if not 0 < n_env_informative <= n_env:
         raise InvalidParameterError(f"n_env_informative must be in [1, n_env={n_env}], got {n_env_informative}.")
+    if not 0 <= covariate_correlation < 1:
+        raise InvalidParameterError(f"make_dataset: covariate_correlation must be in [0, 1), got {covariate_correlation}.")
     strength = {"env": 1.0, "climate": 0.6, "satellite": 0.9, **(strength or {})}
     rng = np.random.default_rng(seed)
     xy = rng.uniform(0, extent_km, size=(n_sites, 2))
+    shared = _shared_part(seed, xy, lengthscale_km, covariate_correlation)
 
     # --- env: informative fields first, then structured noise.
-    env = _random_field(rng, xy, n_env, lengthscale_km, COVARIATE_FEATURES)
+    env = shared(_random_field(rng, xy, n_env, lengthscale_km, COVARIATE_FEATURES))
     env_weight = np.zeros(n_env)
     env_weight[:n_env_informative] = np.linspace(1.0, 0.25, n_env_informative)
     env_coef = _species_response(rng, env_weight, n_species)
@@ -260,7 +271,7 @@ def make_dataset(
     #     so a month without a weight tells nothing about the species (its true share is 0).
     n_months, n_vars = len(MONTHS), len(CLIMATE_VARIABLES)
     season = np.stack([np.cos(2 * np.pi * (np.arange(n_months) - 6.5) / 12) * a for a in (8.0, 3.0, 5.0)], 1)
-    anomaly = _random_field(rng, xy, n_months * n_vars, lengthscale_km, COVARIATE_FEATURES)
+    anomaly = shared(_random_field(rng, xy, n_months * n_vars, lengthscale_km, COVARIATE_FEATURES))
     anomaly = anomaly.reshape(n_sites, n_months, n_vars)
     climate = season[None] + anomaly
     clim_weight = np.zeros((n_months, n_vars))
@@ -323,6 +334,26 @@ def make_dataset(
         tokens, target, specs, task_spec, coords=xy, splits=splits,
         info={"source": "miam.data.synthetic", "seed": seed, "truth": truth},
     )
+
+
+#: latent fields shared by the covariates when ``covariate_correlation > 0``
+SHARED_FIELDS = 4
+
+
+def _shared_part(seed: int, xy: np.ndarray, lengthscale: float, c: float):
+    """A function mixing fields [N, K] with the landscape's shared latent fields: sqrt(1 - c) f + sqrt(c) (z @ u),
+    u a unit loading per field (drawn from its own stream, so c = 0 leaves every other draw unchanged)."""
+    if c == 0:
+        return lambda f: f
+    rng = np.random.default_rng([seed, SHARED_FIELDS])
+    latent = _random_field(rng, xy, SHARED_FIELDS, lengthscale, COVARIATE_FEATURES)
+
+    def mix(f: np.ndarray) -> np.ndarray:
+        u = rng.normal(size=(SHARED_FIELDS, f.shape[1]))
+        u /= np.linalg.norm(u, axis=0, keepdims=True)
+        return np.sqrt(1 - c) * f + np.sqrt(c) * (latent @ u)
+
+    return mix
 
 
 def _apply_missing(rng: np.random.Generator, tokens: dict[str, np.ndarray],

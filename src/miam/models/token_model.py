@@ -171,6 +171,48 @@ class TokenModel(nn.Module):
         (None: row i is ``emb[i]``). Sequences follow the visible tokens (packed to the left)
         with ``hidden="drop"``, and with ``hidden="replace"`` where the collapse is exact.
         """
+        h, weight = self._states(emb, visible, sample)
+        if self.pooling == "cls":
+            return h[:, 0]
+        if weight is None:
+            return h.mean(dim=1)
+        weight = weight.unsqueeze(-1)                  # 1 for CLS and visible tokens, k for a kind, 0 under padding
+        return (h * weight).sum(dim=1) / weight.sum(dim=1)
+
+    def token_states(self, batch: MultimodalBatch, visible: Tensor) -> Tensor:
+        """The encoder's output state [B, T, d] at every token position, the encoder seeing ``visible & present``.
+
+        A visible token's position holds its own state; a hidden one's the state of the mask
+        token that stood in for it (``hidden="replace"``; collapsed or not, the same to
+        rounding) or, with ``hidden="drop"``, the CLS state: what the encoder knows there.
+        Masked pretraining (:mod:`miam.models.reconstruction`) predicts hidden inputs from it.
+        """
+        visible = visible & batch.present_flat(self.modalities)
+        emb = self.embed(batch, visible)
+        h, weight = self._states(emb, visible, None)
+        n, t = visible.shape
+        if weight is None:                             # the full sequence: position 1 + i is token i
+            return h[:, 1:]
+        if self.hidden == "drop":
+            fill = h[:, :1].expand(n, t, -1)
+        else:                                          # each hidden token's kind, at the end of the sequence
+            kind = (torch.zeros_like(self.token_modality) if self.mask_token.shape[0] == 1
+                    else self.token_modality)
+            used = torch.zeros(self.mask_token.shape[0], dtype=torch.bool, device=h.device)
+            used[kind[(~visible).any(dim=0)]] = True
+            slot = torch.cumsum(used, 0) - 1 + h.shape[1] - int(used.sum())
+            fill = h[:, slot[kind]]
+        length = int(visible.sum(dim=1).max()) if n else 0
+        order = torch.argsort((~visible).to(torch.int8), dim=1, stable=True)[:, :length]
+        rows = torch.arange(n, device=h.device).unsqueeze(1).expand(n, length)
+        keep = torch.arange(length, device=h.device).unsqueeze(0) < visible.sum(dim=1, keepdim=True)
+        out = fill.clone()
+        out[rows[keep], order[keep]] = h[:, 1:1 + length][keep]
+        return out
+
+    def _states(self, emb: Tensor, visible: Tensor, sample: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Normed encoder states [N, L, d] of each row's sequence, and each position's weight in the mean pool
+        [N, L] (None for the full sequence [CLS, every token], where all weigh 1)."""
         n, t = visible.shape
         d = emb.shape[-1]
         cls = self.cls.expand(n, 1, d)
@@ -180,8 +222,7 @@ class TokenModel(nn.Module):
             if self.readd_position:
                 mask_tok = mask_tok + self.position + self.modality[self.token_modality]
             seq = torch.where(visible.unsqueeze(-1), rows, mask_tok.expand(n, t, d))
-            h = self.norm(self.encoder(torch.cat([cls, seq], dim=1)))
-            return h[:, 0] if self.pooling == "cls" else h.mean(dim=1)
+            return self.norm(self.encoder(torch.cat([cls, seq], dim=1))), None
         if self.hidden == "drop":
             seq, pad = self._pack(emb, visible, sample, cls[:1], None)
             h = self.encoder(seq, src_key_padding_mask=pad)
@@ -192,11 +233,7 @@ class TokenModel(nn.Module):
             weight = torch.cat([(~pad[:, :seq.shape[1] - len(kinds)]).to(emb.dtype), counts], dim=1)
             key_bias = weight.log()            # 0 for CLS and visible tokens, -inf under padding, log k for a kind
             h = self._encode_with_key_bias(seq, key_bias)
-        h = self.norm(h)
-        if self.pooling == "cls":
-            return h[:, 0]
-        weight = weight.unsqueeze(-1)                  # 1 for CLS and visible tokens, k for a kind, 0 under padding
-        return (h * weight).sum(dim=1) / weight.sum(dim=1)
+        return self.norm(h), weight
 
     def _encode_with_key_bias(self, x: Tensor, key_bias: Tensor) -> Tensor:
         """``self.encoder(x)`` [N, L, d] with ``key_bias`` [N, L] added to every attention logit of each key.

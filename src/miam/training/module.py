@@ -90,6 +90,7 @@ class MiamModule(L.LightningModule):
             gradients, set learning-rate groups, act after each validation epoch or take
             the whole optimiser step (methods with ``manual_optimization``). None: plain
             training with the masking strategy.
+        pretrained: what the model was initialised from (:func:`miam.training.pretrain.init_from_pretrained`).
     """
 
     def __init__(
@@ -104,6 +105,7 @@ class MiamModule(L.LightningModule):
         n_train: int = 1,
         seed: int = 0,
         balance: Mapping[str, Any] | None = None,
+        pretrained: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()

@@ -34,6 +34,7 @@ from miam.training.data import MultimodalDataModule
 from miam.training.feedback import ImbalanceFeedback
 from miam.training.inputs import choose_checkpoint_inputs, describe_inputs, store_inputs
 from miam.training.module import MiamModule, score_baseline
+from miam.training.pretrain import finetune_config, init_from_pretrained
 
 
 @dataclass
@@ -244,13 +245,17 @@ def train(cfg: RunConfig, dataset: MultimodalDataset | None = None, resume: bool
     dataset = dataset if dataset is not None else build_dataset(cfg.data.name, **cfg.data.params)
     check_masking_units(cfg.masking, list(cfg.data.groups or dataset.modalities), f"{cfg.data.name} dataset")
     resolve_configs(dataset.specs, cfg.evaluation.configs, cfg.data.groups)   # a typo fails before training
+    cfg, encoder = finetune_config(cfg)
     cfg, chosen = resolve_auto(cfg, len(dataset.split("train")), sum(s.n_tokens for s in dataset.specs))
-    if chosen:
-        print(chosen, flush=True)
+    for line in (encoder, chosen):
+        if line:
+            print(line, flush=True)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     module = build_module(cfg, dataset)
+    if cfg.pretrain.init_from:
+        init_from_pretrained(module, cfg.pretrain.init_from, cfg.pretrain.finetune)
     data = MultimodalDataModule(dataset, cfg.data.batch_size, cfg.data.eval_batch_size,
                                 cfg.data.num_workers, cfg.trainer.seed)
     last = out / "checkpoints" / "last.ckpt"
