@@ -249,7 +249,7 @@ def variant_choice(runs: pd.DataFrame, column: str = "avg_paper_configs") -> pd.
     wide = runs.assign(landscape=runs["dataset"] + ":" + runs["seed"].astype(str)).pivot_table(
         index="landscape", columns="name", values=column)
     out = []
-    for name in [v for v in VARIANTS if v != "miam_paper" and v in wide]:
+    for name in [v for v in VARIANTS if v != "miam_paper" and v in wide and "miam_paper" in wide]:
         d = (wide[name] - wide["miam_paper"]).dropna()
         half = T975.get(len(d) - 1, 1.96) * d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
         out.append({"variant": name, "landscapes": len(d), "mean": d.mean(), "ci95_low": d.mean() - half,

@@ -89,7 +89,8 @@ class UnlabelledDataset(_Pool):
     """Token arrays and presence per modality, without targets (see the module's contract).
 
     Args:
-        tokens, present: ``{modality: [N, T_m, *shape]}`` and ``{modality: bool [N, T_m]}``.
+        tokens: ``{modality: [N, T_m, *shape]}``.
+        present: ``{modality: bool [N, T_m]}``.
         specs: the modalities, in model order.
         splits: ``{"train": indices, "val": indices}``.
         info: where the sites came from (``source``, counts), for the run's record.

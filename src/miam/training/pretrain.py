@@ -59,9 +59,13 @@ class PretrainModule(MiamModule):
     """Masked reconstruction of hidden tokens with a masking strategy; see the module docstring.
 
     Args:
-        specs, model, masking, optim, groups, seed: as :class:`MiamModule` (``model.architecture`` must be
-            ``token``). The masking's ``score_baseline`` and ``noise_floor`` are 0 here: a skill's
-            chance level is 0, and it has no standard error.
+        specs: as :class:`MiamModule`.
+        model: as :class:`MiamModule` (``model.architecture`` must be ``token``).
+        masking: as :class:`MiamModule`; its ``score_baseline`` and ``noise_floor`` are 0 here: a
+            skill's chance level is 0, and it has no standard error.
+        optim: as :class:`MiamModule`.
+        groups: as :class:`MiamModule`.
+        seed: as :class:`MiamModule`.
         source: what the unlabelled sites were (kept in the checkpoint; a fine-tuned model's report says it).
     """
 
