@@ -48,6 +48,9 @@ def test_train_command_writes_checkpoint_logs_and_tables(tmp_path, capsys):
 def test_packaged_demo_config_loads():
     cfg = load_config(packaged_config("demo.yaml"))
     assert cfg.masking.strategy == "miam" and cfg.masking.params["kappa"] == 10.0
+    # the paper's feedback, the one the development sweep kept (docs/masking.md)
+    m = cfg.masking
+    assert (m.score_baseline, m.derivative, m.window, m.noise_floor) == (0.0, "diff", 1, 0.0)
 
 
 @pytest.mark.parametrize("cfg, message", [

@@ -35,13 +35,9 @@ def feedback_config(tmp_path, masking):
 
 @pytest.fixture(scope="module")
 def miam_run(dataset, tmp_path_factory):
-    return train(feedback_config(tmp_path_factory.mktemp("miam"), {"window": 3, "score_baseline": 0.5}), dataset=dataset)
-
-
-@pytest.fixture(scope="module")
-def paper_run(dataset, tmp_path_factory):
-    """The library's default MIAM: the paper's feedback (raw scores, one-epoch differences)."""
-    return train(feedback_config(tmp_path_factory.mktemp("paper"), {}), dataset=dataset)
+    """The library's default MIAM, as the demo runs it: the paper's feedback (raw scores,
+    one-epoch differences); the development sweep recommended none of our options."""
+    return train(feedback_config(tmp_path_factory.mktemp("miam"), {}), dataset=dataset)
 
 
 def test_model_learns_and_beats_a_trivial_predictor(miam_run, dataset):
@@ -50,32 +46,14 @@ def test_model_learns_and_beats_a_trivial_predictor(miam_run, dataset):
     test_target = torch.as_tensor(dataset.target[dataset.splits["test"]])
     assert chance_score(dataset.task, test_target) == 0.5
     assert s["full"] > 0.65, s
-    assert s["env"] > 0.65 and (s["climate"] + s["satellite"]) / 2 > 0.52, s    # the slow ones, 8 epochs
+    # the slow ones, 8 epochs (the paper's feedback leaves climate near chance this early)
+    assert s["env"] > 0.65 and s["satellite"] > 0.52 and (s["climate"] + s["satellite"]) / 2 > 0.51, s
     assert len(table) == 7 and table["value"].between(0, 1).all()
 
 
-def test_miam_weights_mask_the_easy_modality_more(miam_run):
+def test_default_miam_masks_the_strong_modality_more_by_the_papers_formula(miam_run):
     traj = miam_run.trajectory()
     assert traj["epoch"].nunique() == 8
-    w = traj.pivot(index="epoch", columns="modality", values="w")
-    rho_s = traj.pivot(index="epoch", columns="modality", values="rho_s")
-    # before two epochs of scores, w = 1
-    assert (w.iloc[0] == 1).all()
-    # the easy modality is the strongest alone from the second epoch on ...
-    assert (rho_s["env"].iloc[1:] > 1).all(), rho_s
-    # ... and, strong and settled, it is masked more: geometric mean of w over later epochs. (With raw
-    # AUROC ratios, score_baseline 0, the starved satellite's slow progress reads as "settled" and
-    # can outweigh its low rho_s: benchmarks/strategies.py measures both.)
-    log_w = np.log(w.iloc[2:])
-    assert log_w["env"].mean() > 0, w
-    assert log_w["env"].mean() > log_w["satellite"].mean(), w
-    # the (best checkpoint's) strategy holds what its tracker computed
-    module = miam_run.module
-    assert torch.allclose(module.strategy.current_weights().double(), module.tracker.weights_, rtol=1e-6)
-
-
-def test_default_miam_masks_the_strong_modality_more_by_the_papers_formula(paper_run):
-    traj = paper_run.trajectory()
     pivot = {c: traj.pivot(index="epoch", columns="modality", values=c).iloc[1:] for c in ("rho_s", "rho_d", "w")}
     # w = rho_s / rho_d (lambda 1), read from the logged ratios, every epoch with feedback
     np.testing.assert_allclose(pivot["w"], pivot["rho_s"] / pivot["rho_d"], rtol=1e-5)
@@ -84,6 +62,12 @@ def test_default_miam_masks_the_strong_modality_more_by_the_papers_formula(paper
     assert np.log(pivot["w"]["env"]).mean() > 0, pivot["w"]
     # ... through raw AUROC ratios, which stay within 0.8-1.3 (docs/masking.md: why score_baseline exists)
     assert pivot["rho_s"].stack().between(0.8, 1.3).all(), pivot["rho_s"]
+    # more than the satellite, the other modality with signal (geometric mean of w over the epochs)
+    log_w = np.log(pivot["w"].iloc[1:])
+    assert log_w["env"].mean() > log_w["satellite"].mean(), pivot["w"]
+    # the (best checkpoint's) strategy holds what its tracker computed
+    module = miam_run.module
+    assert torch.allclose(module.strategy.current_weights().double(), module.tracker.weights_, rtol=1e-6)
 
 
 def test_reloaded_checkpoint_predicts_the_same_and_holds_no_machine_path(miam_run, dataset):
