@@ -48,7 +48,7 @@ from miam.cli.common import packaged_config
 from miam.config import RunConfig, load_config
 from miam.data.registry import build_dataset
 from miam.masking import list_strategies
-from miam.explain.subsets import headline_columns, summarize_subsets, token_groups
+from miam.evaluation.subsets import headline_columns, summarize_subsets, token_groups
 from miam.training import MiamModule
 from miam.training.compare import PLAIN, NO_MASKING, PlannedRun, execute, run_config
 from miam.training.run import score_split

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from miam.config import load_config
 from miam.data.synthetic import make_dataset
-from miam.explain.subsets import SubsetEvaluator
+from miam.evaluation.subsets import SubsetEvaluator
 from miam.training.run import train
 
 FORMER = "former:model.d_model=192,model.depth=3,model.heads=8,trainer.patience=10"

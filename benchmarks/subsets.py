@@ -39,8 +39,8 @@ import torch
 from miam.data.dataset import MultimodalDataset
 from miam.data.spec import ModalitySpec, TaskSpec
 from miam.data.synthetic import make_dataset
-from miam.explain.functional import all_coalitions, coalition_masks
-from miam.explain.subsets import SubsetEvaluator
+from miam.evaluation.functional import all_coalitions, coalition_masks
+from miam.evaluation.subsets import SubsetEvaluator
 from miam.models import build_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

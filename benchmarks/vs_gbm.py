@@ -40,7 +40,7 @@ import landscape  # noqa: E402
 
 from miam.config import from_dict  # noqa: E402
 from miam.data.registry import build_dataset  # noqa: E402
-from miam.explain.subsets import SubsetEvaluator  # noqa: E402
+from miam.evaluation.subsets import SubsetEvaluator  # noqa: E402
 from miam.scores import macro_auroc  # noqa: E402
 from miam.training.cv import flatten_tokens  # noqa: E402
 from miam.training.run import train  # noqa: E402

@@ -22,7 +22,7 @@ from miam.balance.methods.ogm_ge import modulate_gradient, ogm_coefficients
 from miam.balance.methods.opm_feature import opm_drop_probabilities
 from miam.data.synthetic import make_dataset
 from miam.errors import ConfigError, InvalidParameterError
-from miam.explain.functional import all_coalitions, shapley_matrix
+from miam.evaluation.functional import all_coalitions, shapley_matrix
 from miam.models import LateFusionModel
 
 

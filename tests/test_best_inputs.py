@@ -16,7 +16,7 @@ from miam.data.dataset import MultimodalDataset
 from miam.data.spec import ModalitySpec
 from miam.data.synthetic import make_dataset
 from miam.errors import ConfigError
-from miam.explain.subsets import SubsetEvaluator
+from miam.evaluation.subsets import SubsetEvaluator
 from miam.training import MiamModule
 from miam.training.inputs import (chosen_checkpoint, describe_inputs, load_inputs, species_auroc, store_inputs,
                                  subsets_for)

@@ -242,7 +242,7 @@ def test_download_ladder_fetches_offline_from_a_local_url(tmp_path, monkeypatch)
 def test_packaged_config_lists_the_papers_twelve_configurations(ds):
     from miam.cli.common import packaged_config
     from miam.config import load_config
-    from miam.explain.configs import resolve_configs
+    from miam.evaluation.configs import resolve_configs
 
     cfg = load_config(packaged_config("geoplant.yaml"))
     configs = resolve_configs(ds.specs, cfg.evaluation.configs, cfg.data.groups)

@@ -12,8 +12,8 @@ from miam.config import from_dict
 from miam.data.spec import ModalitySpec
 from miam.data.synthetic import make_dataset
 from miam.errors import ConfigError
-from miam.explain.configs import resolve_configs
-from miam.explain.subsets import SubsetEvaluator, summarize_subsets
+from miam.evaluation.configs import resolve_configs
+from miam.evaluation.subsets import SubsetEvaluator, summarize_subsets
 from miam.models import build_model
 from miam.scores import samples_f1_topk
 from miam.training.compare import compare

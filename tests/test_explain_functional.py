@@ -10,7 +10,7 @@ import torch
 
 from miam.data.spec import TaskSpec
 from miam.errors import InvalidParameterError, ShapeError
-from miam.explain.functional import (
+from miam.evaluation.functional import (
     all_coalitions,
     antithetic_permutations,
     batched_macro_auroc,

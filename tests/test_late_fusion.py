@@ -5,7 +5,7 @@ import torch
 
 from miam.data.synthetic import make_dataset
 from miam.errors import InvalidParameterError, ShapeError
-from miam.explain.subsets import SubsetEvaluator
+from miam.evaluation.subsets import SubsetEvaluator
 from miam.models import LateFusionModel, build_model
 from miam.models.late_fusion import FUSIONS
 

@@ -134,7 +134,7 @@ class EvaluationConfig:
     #: named input configurations (the paper's partial inputs), each
     #: ``{name: str, tokens: {modality or group: "all" | [token names or fnmatch globs]}}``; modalities
     #: not listed are hidden. Their plain mean is ``avg_paper_configs``
-    #: (:func:`miam.explain.configs.resolve_configs`)
+    #: (:func:`miam.evaluation.configs.resolve_configs`)
     configs: list[dict[str, Any]] = field(default_factory=list)
     #: multilabel only: also report the samples-averaged F1 of each sample's top-k predicted species
     #: (GeoLifeCLEF 2024's score; GeoPlant's baselines use k = 25)

@@ -31,7 +31,7 @@ from miam.data.files import FilesData
 from miam.data.files_io import Sites
 from miam.data.files_rasters import RasterFile, apply_affine
 from miam.errors import ConfigError, InvalidParameterError
-from miam.explain.subsets import token_groups
+from miam.evaluation.subsets import token_groups
 
 #: a grid window holds at most this many pixels by default
 WINDOW_PIXELS = 1 << 16

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from miam.data.registry import build_dataset
-    from miam.explain.subsets import headline_columns
+    from miam.evaluation.subsets import headline_columns
     from miam.training.run import summarize, test_subsets, train
 
     cfg = config_from_args(args, default=str(packaged_config("demo.yaml")))

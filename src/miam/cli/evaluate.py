@@ -73,8 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from miam.explain.configs import resolve_configs
-    from miam.explain.subsets import SubsetEvaluator, all_subsets, headline, summarize_subsets
+    from miam.evaluation.configs import resolve_configs
+    from miam.evaluation.subsets import SubsetEvaluator, all_subsets, headline, summarize_subsets
 
     module, split, _, cfg = load_run(args)
     groups = module.hparams.get("groups")

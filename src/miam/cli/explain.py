@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from miam.explain.configs import resolve_configs
+    from miam.evaluation.configs import resolve_configs
     from miam.explain.pipeline import explain_model
     from miam.explain.report import write_report
     from miam.training.pretrain import describe_pretrained

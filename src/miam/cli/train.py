@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from miam.explain.subsets import headline
+    from miam.evaluation.subsets import headline
     from miam.training.run import check_out_dir, summarize, test_subsets, train
 
     cfg = config_from_args(args)

@@ -1,6 +1,7 @@
 """Explanations of a trained model: any-subset scores, robustness curves, Shapley values, a report.
 
-* :class:`SubsetEvaluator`: scores on many token masks per forward pass.
+* :class:`SubsetEvaluator` (:mod:`miam.evaluation`, kept here under its public name): scores
+  on many token masks per forward pass.
 * :func:`robustness_curves`: the score as a growing share of tokens is hidden.
 * :func:`shapley_modalities` (exact, one sweep of all 2^M subsets) and
   :func:`shapley_tokens` (permutation sampling with antithetic pairs, or exact), with
@@ -11,10 +12,10 @@
 
 from typing import Any
 
+from miam.evaluation.subsets import SubsetEvaluator, all_subsets, subset_label, summarize_subsets, token_groups
 from miam.explain.pipeline import Explanation, check_model_data, explain_model
 from miam.explain.robustness import robustness_curves, summarize_curves
 from miam.explain.shapley import ShapleyModalities, ShapleyResult, ShapleyTokens, shapley_modalities, shapley_tokens
-from miam.explain.subsets import SubsetEvaluator, all_subsets, subset_label, summarize_subsets, token_groups
 from miam.explain.truth import truth_agreement
 
 

@@ -22,10 +22,10 @@ from miam.data.dataset import MultimodalDataset, SplitView
 from miam.data.spec import ModalitySpec, TaskSpec
 from miam._validation import check_choice
 from miam.errors import ConfigError, InvalidParameterError, check_names
-from miam.explain.configs import InputConfig
+from miam.evaluation.configs import InputConfig
 from miam.explain.robustness import robustness_curves, summarize_curves
 from miam.explain.shapley import OTHERS, ShapleyModalities, ShapleyResult, ShapleyTokens, n_samples
-from miam.explain.subsets import SubsetEvaluator, all_subsets, summarize_subsets
+from miam.evaluation.subsets import SubsetEvaluator, all_subsets, summarize_subsets
 from miam.explain.truth import truth_agreement
 from miam.scores import METRIC_NAMES
 
@@ -151,7 +151,7 @@ def explain_model(
         max_samples: explain a random subset of this many samples (the cost of token
             Shapley values grows with samples x permutations x tokens).
         description: a line about the model and data, shown in the report.
-        configs: named input configurations (:func:`miam.explain.configs.resolve_configs`),
+        configs: named input configurations (:func:`miam.evaluation.configs.resolve_configs`),
             scored beside the subsets; their mean is ``avg_paper_configs``.
     """
     task = task or model.task

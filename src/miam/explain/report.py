@@ -29,7 +29,7 @@ from miam.explain.plots import (
     plot_token_shapley,
 )
 from miam.explain.robustness import area_under_curves
-from miam.explain.subsets import headline
+from miam.evaluation.subsets import headline
 
 _CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }

@@ -18,9 +18,9 @@ from torch import Tensor
 
 from miam.data.spec import TaskSpec
 from miam.errors import InvalidParameterError, check_names
-from miam.explain.functional import batched_scores
+from miam.evaluation.functional import batched_scores
 from miam.explain.shapley import n_samples
-from miam.explain.subsets import SubsetEvaluator
+from miam.evaluation.subsets import SubsetEvaluator
 from miam.scores import METRIC_NAMES
 
 #: the scope that hides among all tokens

@@ -5,7 +5,7 @@ modality (or modality group) is one player; within a modality every token (a tab
 variable, a month, an image patch) is one, and the tokens of the other modalities are
 all visible or all hidden (``others``; MaskSDM hides them). Both analyses share one
 path: a coalition is turned into a token mask and the model is scored on many masks
-per forward pass (:class:`~miam.explain.subsets.SubsetEvaluator`).
+per forward pass (:class:`~miam.evaluation.subsets.SubsetEvaluator`).
 
 Value functions:
 
@@ -37,7 +37,7 @@ from miam.data.batch import MultimodalBatch
 from miam.data.spec import TaskSpec
 from miam._validation import check_choice
 from miam.errors import InvalidParameterError, check_names
-from miam.explain.functional import (
+from miam.evaluation.functional import (
     MAX_EXACT_PLAYERS,
     all_coalitions,
     batched_scores,
@@ -45,7 +45,7 @@ from miam.explain.functional import (
     exact_shapley,
     permutation_shapley,
 )
-from miam.explain.subsets import SubsetEvaluator
+from miam.evaluation.subsets import SubsetEvaluator
 from miam.scores import METRIC_NAMES
 
 VALUES = ("global", "local")
@@ -227,8 +227,8 @@ class ShapleyModalities(_Explainer):
         model: a miam model with ``forward_subsets`` (``TokenModel``).
         task: defaults to ``model.task``.
         groups: optional ``{group: [modalities]}``; groups are then the players.
-        batch_size: as in :class:`~miam.explain.subsets.SubsetEvaluator`.
-        max_rows: as in :class:`~miam.explain.subsets.SubsetEvaluator`.
+        batch_size: as in :class:`~miam.evaluation.subsets.SubsetEvaluator`.
+        max_rows: as in :class:`~miam.evaluation.subsets.SubsetEvaluator`.
 
     Examples:
         >>> from miam.data.synthetic import make_dataset
@@ -282,7 +282,7 @@ class ShapleyTokens(_Explainer):
     """Shapley values of the tokens of one modality: each variable, time segment or image patch.
 
     By default estimated by permutation sampling with antithetic pairs (see
-    :func:`~miam.explain.functional.permutation_shapley`): each permutation reveals the
+    :func:`~miam.evaluation.functional.permutation_shapley`): each permutation reveals the
     tokens one at a time, many chains are scored per forward pass, and sampling stops
     when the largest standard error is below ``tolerance`` or the budget is spent.
     ``method="exact"`` enumerates all 2^P coalitions instead (small P only).

@@ -5,7 +5,7 @@ act on unimodal logits z_m and on per-modality encoders; this model gives them b
 behind the same interface as :class:`~miam.models.TokenModel` (``forward(batch,
 visible)``, ``forward_subsets(batch, masks)``, ``specs``, ``task``, ``modalities``,
 ``n_tokens``, ``token_modality``), so masking strategies, validation views and the
-:class:`~miam.explain.subsets.SubsetEvaluator` work on it unchanged.
+:class:`~miam.evaluation.subsets.SubsetEvaluator` work on it unchanged.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from miam.balance.methods import configure_model, get_method
 from miam.config import RunConfig
 from miam.data.dataset import MultimodalDataset
 from miam.data.registry import build_dataset
-from miam.explain.subsets import headline_columns, token_groups
+from miam.evaluation.subsets import headline_columns, token_groups
 from miam.errors import ConfigError
 from miam.masking import ALIASES, list_strategies
 from miam.training.run import summarize, test_subsets, train
@@ -147,7 +147,7 @@ class Comparison:
 
     @property
     def score_columns(self) -> list[str]:
-        """The summary's headline scores (:func:`miam.explain.subsets.headline_columns`)."""
+        """The summary's headline scores (:func:`miam.evaluation.subsets.headline_columns`)."""
         return headline_columns(self.modalities, self.runs.columns)
 
 
@@ -256,7 +256,7 @@ def markdown_report(summary: pd.DataFrame, dataset: MultimodalDataset, base: Run
 def plot_comparison(summary: pd.DataFrame, columns: Sequence[str], path: str | Path,
                     metric: str = "score") -> None:
     """Grouped bars per name, one per headline score (``columns``: full input, each modality
-    alone, the averages; :func:`miam.explain.subsets.headline_columns`), ± sd."""
+    alone, the averages; :func:`miam.evaluation.subsets.headline_columns`), ± sd."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -39,8 +39,8 @@ from miam.data.dataset import MultimodalDataset, spatial_block_split
 from miam.data.registry import build_dataset
 from miam._validation import check_choice
 from miam.errors import ConfigError, InvalidParameterError
-from miam.explain.configs import InputConfig, resolve_configs
-from miam.explain.subsets import SubsetEvaluator, all_subsets, subset_label
+from miam.evaluation.configs import InputConfig, resolve_configs
+from miam.evaluation.subsets import SubsetEvaluator, all_subsets, subset_label
 from miam.training.inputs import BEST, chosen_checkpoint, species_auroc, subsets_for
 from miam.training.module import MiamModule
 from miam.training.run import TrainResult, train

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from miam.errors import ConfigError
-from miam.explain.subsets import SubsetEvaluator, all_subsets, subset_label
+from miam.evaluation.subsets import SubsetEvaluator, all_subsets, subset_label
 from miam.scores import METRIC_NAMES, species_auroc, task_score
 
 #: the checkpoint key holding the validated choice of inputs

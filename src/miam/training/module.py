@@ -19,7 +19,7 @@ from miam.balance.methods.functional import all_reduce_max, all_reduce_sum, loca
 from miam.data.batch import MultimodalBatch
 from miam.data.spec import ModalitySpec, TaskSpec
 from miam.errors import ConfigError
-from miam.explain.subsets import token_groups
+from miam.evaluation.subsets import token_groups
 from miam.masking import get_strategy, token_mask
 from miam.models import TaskLoss, build_model
 from miam.models.chunked import forward_subsets_chunked

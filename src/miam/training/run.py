@@ -27,8 +27,8 @@ from miam.config import EvaluationConfig, RunConfig, check_masking_units, resolv
 from miam.data.dataset import MultimodalDataset
 from miam.data.registry import build_dataset
 from miam.errors import ConfigError
-from miam.explain.configs import resolve_configs
-from miam.explain.subsets import SubsetEvaluator, all_subsets, summarize_subsets
+from miam.evaluation.configs import resolve_configs
+from miam.evaluation.subsets import SubsetEvaluator, all_subsets, summarize_subsets
 from miam.training.checkpoints import AtomicCheckpointIO, resume_checkpoint
 from miam.training.data import MultimodalDataModule
 from miam.training.feedback import ImbalanceFeedback

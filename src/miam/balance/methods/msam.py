@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from miam._validation import Interval
 from miam.balance.methods.base import BalancingMethod
 from miam.balance.methods.functional import global_norm, local_sum
-from miam.explain.functional import all_coalitions, coalition_masks, exact_shapley
+from miam.evaluation.functional import all_coalitions, coalition_masks, exact_shapley
 
 
 def sam_gradient(params: Sequence[nn.Parameter], closure: Callable[[], Tensor], weight: float,

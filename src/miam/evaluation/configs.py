@@ -86,7 +86,7 @@ def resolve_configs(specs: Sequence[ModalitySpec], configs: Sequence[Mapping[str
 
     Raises:
         ConfigError: naming the configuration and field for an unknown modality or token,
-        or a duplicate or missing name.
+            or a duplicate or missing name.
 
     Examples:
         >>> specs = [ModalitySpec("env", "tabular", 2, token_names=["bio1", "bio2"]),

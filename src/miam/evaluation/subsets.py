@@ -14,7 +14,7 @@ from torch import Tensor
 from miam.data.batch import MultimodalBatch
 from miam.data.spec import ModalitySpec, TaskSpec
 from miam.errors import InvalidParameterError, ShapeError
-from miam.explain.configs import InputConfig
+from miam.evaluation.configs import InputConfig
 from miam.models.chunked import forward_subsets_chunked
 from miam.scores import METRIC_NAMES, samples_f1_topk, task_score
 
