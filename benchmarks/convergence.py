@@ -167,11 +167,14 @@ def paired(runs: pd.DataFrame, reference: str, column: str) -> pd.DataFrame:
         d = (wide[name] - wide[reference]).dropna()
         if name == reference or d.empty:
             continue
-        half = T975.get(len(d) - 1, 1.96) * d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
-        out.append({"name": name, "per_seed": " ".join(f"{v:+.4f}" for v in d), "mean": d.mean(),
-                    "ci95_low": d.mean() - half, "ci95_high": d.mean() + half, "wins": int((d > 0).sum()),
-                    "seeds": len(d)})
+        out.append({"name": name, "per_seed": " ".join(f"{v:+.4f}" for v in d), **interval(d), "seeds": len(d)})
     return pd.DataFrame(out).sort_values("mean", ascending=False)
+
+
+def interval(d: pd.Series) -> dict[str, float]:
+    """Paired differences ``d``: their mean, 95 % t-interval and how many are above 0."""
+    half = T975.get(len(d) - 1, 1.96) * d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
+    return {"mean": d.mean(), "ci95_low": d.mean() - half, "ci95_high": d.mean() + half, "wins": int((d > 0).sum())}
 
 
 def report(runs: pd.DataFrame, reference: str | None = None, split: str = "test") -> str:
@@ -251,10 +254,7 @@ def variant_choice(runs: pd.DataFrame, column: str = "avg_paper_configs") -> pd.
     out = []
     for name in [v for v in VARIANTS if v != "miam_paper" and v in wide and "miam_paper" in wide]:
         d = (wide[name] - wide["miam_paper"]).dropna()
-        half = T975.get(len(d) - 1, 1.96) * d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
-        out.append({"variant": name, "landscapes": len(d), "mean": d.mean(), "ci95_low": d.mean() - half,
-                    "ci95_high": d.mean() + half, "wins": int((d > 0).sum()),
-                    **{k: v for k, v in d.round(4).items()}})
+        out.append({"variant": name, "landscapes": len(d), **interval(d), **d.round(4).to_dict()})
     return pd.DataFrame(out).sort_values("mean", ascending=False) if out else pd.DataFrame()
 
 
