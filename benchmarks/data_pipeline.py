@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from data import geoplant as fixture  # noqa: E402
 
 from miam.config import from_dict  # noqa: E402
-from miam.data.cache import prepare  # noqa: E402
-from miam.data.geoplant import GeoPlantSource, load_geoplant  # noqa: E402
+from miam.data.benchmarks.geoplant import GeoPlantSource, load_geoplant  # noqa: E402
+from miam.data.benchmarks.prepare import prepare  # noqa: E402
 from miam.training.data import make_loader  # noqa: E402
 from miam.training.run import build_module  # noqa: E402
 

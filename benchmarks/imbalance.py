@@ -1,7 +1,7 @@
 """How much a jointly trained model starves each modality, per synthetic landscape.
 
 For each dataset (the embedded demo data and the benchmark-shaped presets of
-:mod:`miam.data.synthetic_presets`) it trains, per seed, one model on every modality
+:mod:`miam.data.synthetic.presets`) it trains, per seed, one model on every modality
 without masking (``masking: {strategy: constant, params: {q: 0}}``) and one model on each
 modality alone (``MultimodalDataset.select``; with ``data.groups``, each group alone). It
 prints each modality's test score alone (its ceiling), inside the joint model (only that

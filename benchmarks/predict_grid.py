@@ -28,10 +28,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from miam.data.files import FilesData
-from miam.data.spec import TaskSpec
+from miam.data.contract.spec import TaskSpec
+from miam.data.files.grid import Grid
+from miam.data.files.loader import FilesData
 from miam.models import build_model
-from miam.predict import Grid, Predictor
+from miam.predict import Predictor
 
 UTM = "EPSG:32631"
 X0, Y1, RES = 460_000.0, 5_020_000.0, 10.0

@@ -40,7 +40,7 @@ import pandas as pd
 
 from miam.cli.common import packaged_config
 from miam.config import load_config
-from miam.data.unlabelled import synthetic_pool
+from miam.data.synthetic.pool import synthetic_pool
 from miam.training.pretrain import pretrain
 from miam.training.run import summarize, test_subsets, train
 
@@ -168,9 +168,9 @@ def write_grid(root: Path, size: int) -> dict:
 def grid_child(size: int) -> None:
     """In a fresh process: peak RSS after walking every window of the grid, then after a pretraining epoch."""
     from miam.config import from_dict
-    from miam.data.files import FilesData
-    from miam.data.unlabelled import GridPool
-    from miam.predict import Grid
+    from miam.data.files.grid import Grid
+    from miam.data.files.loader import FilesData
+    from miam.data.files.pools import GridPool
 
     with tempfile.TemporaryDirectory() as tmp:
         params = write_grid(Path(tmp), size)

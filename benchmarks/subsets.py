@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from miam.data.dataset import MultimodalDataset
-from miam.data.spec import ModalitySpec, TaskSpec
+from miam.data.contract.dataset import MultimodalDataset
+from miam.data.contract.spec import ModalitySpec, TaskSpec
 from miam.data.synthetic import make_dataset
 from miam.evaluation.functional import all_coalitions, coalition_masks
 from miam.evaluation.subsets import SubsetEvaluator

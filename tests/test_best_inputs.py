@@ -12,8 +12,8 @@ import torch
 
 from miam.cli import main
 from miam.config import from_dict
-from miam.data.dataset import MultimodalDataset
-from miam.data.spec import ModalitySpec
+from miam.data.contract.dataset import MultimodalDataset
+from miam.data.contract.spec import ModalitySpec
 from miam.data.synthetic import make_dataset
 from miam.errors import ConfigError
 from miam.evaluation.subsets import SubsetEvaluator

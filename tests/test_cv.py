@@ -13,9 +13,9 @@ import yaml
 from data import files as fixture
 from miam.cli import main
 from miam.config import from_dict
+from miam.data.files.loader import load_files
 from miam.data.synthetic import make_dataset
 from miam.errors import ConfigError, InvalidParameterError
-from miam.data.files import load_files
 from miam.training.cv import assign_folds, cross_validate, fold_labels, fold_splits
 from test_predict import PARAMS
 

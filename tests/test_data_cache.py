@@ -9,9 +9,9 @@ import pytest
 
 from data import satbird as fixture
 from miam.cli import main
-from miam.data._download import ChecksumError, RemoteFile, sha256sum, verify
-from miam.data.cache import stratified_split
-from miam.data.satbird import load_satbird
+from miam.data.benchmarks._download import ChecksumError, RemoteFile, sha256sum, verify
+from miam.data.benchmarks.satbird import load_satbird
+from miam.data.contract.splits import stratified_split
 from miam.errors import DatasetNotFoundError, InvalidParameterError
 
 
@@ -50,6 +50,12 @@ def test_prepare_cli_rejects_unknown_options(tmp_path, capsys):
     assert main(["prepare", "satbird", "--root", str(root), "--set", "crops=32"]) == 2
     assert "unknown option(s) ['crops'] for satbird; valid options are ['root', 'modalities', 'crop'" in \
         capsys.readouterr().err
+
+
+def test_prepare_cli_takes_its_benchmarks_from_the_registry(tmp_path, capsys):
+    assert main(["prepare", "synthetic", "--root", str(tmp_path)]) == 2
+    assert "'synthetic' has no published files to prepare; the benchmarks that do are ['geoplant', 'satbird', " \
+           "'taxabench']" in capsys.readouterr().err
 
 
 def test_split_names_are_checked(tmp_path):

@@ -14,8 +14,9 @@ from PIL import Image
 from data import geoplant as fixture
 from data import tiny_run
 from miam.cli import main
-from miam.data.cache import cache_key, lonlat_to_km, prepare
-from miam.data.geoplant import ENV_TABLES, GeoPlantSource, load_geoplant, patch_path
+from miam.data.benchmarks.geoplant import ENV_TABLES, GeoPlantSource, load_geoplant, patch_path
+from miam.data.benchmarks.prepare import cache_key, prepare
+from miam.data.contract.splits import lonlat_to_km
 from miam.data.registry import build_dataset
 from miam.errors import DataFormatError, DatasetNotFoundError, StaleCacheError
 from miam.training.data import MultimodalDataModule

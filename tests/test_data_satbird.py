@@ -12,9 +12,9 @@ import torch
 from data import satbird as fixture
 from data import tiny_run
 from miam.cli import main
-from miam.data.cache import lonlat_to_km
-from miam.data.satbird import load_satbird
-from miam.data.spec import TaskSpec
+from miam.data.benchmarks.satbird import load_satbird
+from miam.data.contract.spec import TaskSpec
+from miam.data.contract.splits import lonlat_to_km
 from miam.errors import DataFormatError, DatasetNotFoundError
 from miam.models.losses import TaskLoss
 from miam.scores import EncounterTopK, encounter_scores, encounter_topk, make_metric, task_score

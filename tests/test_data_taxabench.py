@@ -10,7 +10,7 @@ import torch
 from data import taxabench as fixture
 from data import tiny_run
 from miam.cli import main
-from miam.data.taxabench import EMBEDDINGS, load_taxabench, log_mel_tokens
+from miam.data.benchmarks.taxabench import EMBEDDINGS, load_taxabench, log_mel_tokens
 from miam.errors import DataFormatError
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -9,7 +9,7 @@ import yaml
 
 from miam.cli import main
 from miam.config import from_dict
-from miam.data.spec import ModalitySpec
+from miam.data.contract.spec import ModalitySpec
 from miam.data.synthetic import make_dataset
 from miam.errors import ConfigError
 from miam.evaluation.configs import resolve_configs

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from miam.data.spec import TaskSpec
+from miam.data.contract.spec import TaskSpec
 from miam.errors import InvalidParameterError, ShapeError
 from miam.evaluation.functional import (
     all_coalitions,

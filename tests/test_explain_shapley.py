@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from miam.data.dataset import MultimodalDataset
-from miam.data.spec import ModalitySpec, TaskSpec
+from miam.data.contract.dataset import MultimodalDataset
+from miam.data.contract.spec import ModalitySpec, TaskSpec
 from miam.errors import ConfigError, InvalidParameterError
 from miam.explain import (
     ShapleyModalities,

@@ -7,7 +7,7 @@ import torch
 
 from miam.balance import ImbalanceTracker
 from miam.balance import functional as F
-from miam.data.spec import TaskSpec
+from miam.data.contract.spec import TaskSpec
 from miam.errors import ConfigError, InvalidParameterError
 from miam.scores import EncounterTopK, MacroAUROC, Top1Accuracy, chance_level
 from miam.training.module import score_baseline

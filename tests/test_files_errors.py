@@ -11,7 +11,7 @@ import yaml
 
 from data import files as fixture
 from miam.cli import main
-from miam.data.files import FilesData
+from miam.data.files.loader import FilesData
 from miam.data.registry import build_dataset
 from miam.errors import ConfigError, DataFormatError, DatasetNotFoundError
 

@@ -11,8 +11,8 @@ import pytest
 import rasterio
 
 from data import files as fixture
-from miam.data.files import FilesData, coords_km
-from miam.data.files_io import Sites
+from miam.data.files.io import Sites
+from miam.data.files.loader import FilesData, coords_km
 
 RASTERS = [{"name": "climate", "paths": ["bio.tif"]}]
 

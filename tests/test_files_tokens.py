@@ -11,8 +11,8 @@ import pytest
 from pyproj import Transformer
 
 from data import files as fixture
-from miam.data.files import FilesData
-from miam.data.files_io import Sites
+from miam.data.files.io import Sites
+from miam.data.files.loader import FilesData
 
 PARAMS = {
     "sites": {"path": "sites.csv"},

@@ -13,9 +13,10 @@ import yaml
 
 from data import files as fixture
 from miam.cli import main
-from miam.data.files_io import Sites
+from miam.data.files.grid import Grid
+from miam.data.files.io import Sites
 from miam.errors import ConfigError, InvalidParameterError
-from miam.predict import Grid, Predictor
+from miam.predict import Predictor
 
 PARAMS = {
     "sites": {"path": "sites.csv"},

@@ -11,14 +11,16 @@ import torch
 
 from data import files as fixture
 from miam.config import from_dict
-from miam.data.files import FilesData
+from miam.data.contract.unlabelled import from_dataset
+from miam.data.files.grid import Grid
+from miam.data.files.loader import FilesData
+from miam.data.files.pools import GridPool, sites_pool
 from miam.data.synthetic import make_dataset
-from miam.data.unlabelled import GridPool, from_dataset, sites_pool, synthetic_pool
+from miam.data.synthetic.pool import synthetic_pool
 from miam.errors import ConfigError
 from miam.masking import list_strategies
 from miam.models import TokenModel
 from miam.models.reconstruction import ReconstructionHeads, reconstruction_errors
-from miam.predict import Grid
 from miam.training.pretrain import PretrainModule, describe_pretrained, pretrain
 from miam.training.run import train
 

@@ -17,7 +17,7 @@ import yaml
 from data import files as fixture
 from miam.cli import main
 from miam.config import load_config
-from miam.data.files import FilesData
+from miam.data.files.loader import FilesData
 from miam.errors import ConfigError, DataFormatError
 
 

@@ -1,7 +1,7 @@
 """Write a small landscape as an ecologist would have it: GeoTIFF rasters, a survey table, a soil table.
 
 The covariates are spatially autocorrelated random fields (random Fourier features, as in
-``miam.data.synthetic``); twelve species respond to them, each mostly through a few:
+``miam.data.synthetic.generator``); twelve species respond to them, each mostly through a few:
 
 * ``climate/bio1.tif``, ``climate/bio12.tif``: mean temperature (deg C) and annual
   precipitation (mm) on a 0.01 deg lon/lat grid (EPSG:4326), nodata over a lake;

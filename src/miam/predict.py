@@ -14,10 +14,8 @@ does not depend on the grid's size (``benchmarks/predict_grid.py`` measures it).
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +24,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from miam.data.batch import MultimodalBatch, nan_to_present
-from miam.data.files import FilesData
-from miam.data.files_io import Sites
-from miam.data.files_rasters import RasterFile, apply_affine
+from miam.data.contract.batch import MultimodalBatch, nan_to_present
+from miam.data.contract.spec import spec_difference
+from miam.data.files.grid import Grid
+from miam.data.files.io import Sites
+from miam.data.files.loader import FilesData
 from miam.errors import ConfigError, InvalidParameterError
 from miam.evaluation.subsets import token_groups
 
@@ -39,58 +38,12 @@ WINDOW_PIXELS = 1 << 16
 TOKEN_BYTES = 256 << 20
 
 
-@dataclass(frozen=True)
-class Grid:
-    """A raster grid: CRS (WKT or None), affine transform and size in pixels."""
-
-    crs: str | None
-    transform: Any
-    width: int
-    height: int
-
-    @classmethod
-    def of_raster(cls, path: str | Path) -> Grid:
-        """The grid of an existing GeoTIFF."""
-        ds = RasterFile(Path(path)).ds
-        return cls(None if ds.crs is None else ds.crs.to_wkt(), ds.transform, ds.width, ds.height)
-
-    @classmethod
-    def of_bbox(cls, bbox: Sequence[float], resolution: float, crs: str | None) -> Grid:
-        """A north-up grid covering ``bbox`` = (xmin, ymin, xmax, ymax) with square ``resolution`` pixels.
-
-        Examples:
-            >>> g = Grid.of_bbox((0, 0, 1000, 500), 10, "EPSG:32631")
-            >>> g.width, g.height, g.transform.c, g.transform.f
-            (100, 50, 0.0, 500.0)
-        """
-        from rasterio.transform import from_origin
-
-        xmin, ymin, xmax, ymax = (float(v) for v in bbox)
-        if not (xmax > xmin and ymax > ymin and resolution > 0):
-            raise InvalidParameterError(f"Expected a bbox xmin < xmax, ymin < ymax and resolution > 0, got "
-                                        f"{list(bbox)} and {resolution}.")
-        w, h = math.ceil((xmax - xmin) / resolution - 1e-9), math.ceil((ymax - ymin) / resolution - 1e-9)
-        return cls(crs, from_origin(xmin, ymax, resolution, resolution), int(w), int(h))
-
-    def centres(self, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
-        """Coordinates of the centres of pixels [r0, r1) x [c0, c1), row-major."""
-        rr, cc = np.meshgrid(np.arange(r0, r1) + 0.5, np.arange(c0, c1) + 0.5, indexing="ij")
-        return apply_affine(self.transform, cc.ravel(), rr.ravel())
-
-    def windows(self, max_pixels: int) -> list[tuple[int, int, int, int]]:
-        """(r0, r1, c0, c1) blocks of whole rows (or row pieces for very wide grids) of <= ``max_pixels``."""
-        rows = max(1, max_pixels // self.width)
-        cols = min(self.width, max_pixels)
-        return [(r, min(r + rows, self.height), c, min(c + cols, self.width))
-                for r in range(0, self.height, rows) for c in range(0, self.width, cols)]
-
-
 class Predictor:
     """A trained model and the fitted ``files`` encoders of its training data.
 
     Args:
         model: the trained network (``MiamModule.model``).
-        data: the :class:`~miam.data.files.FilesData` the model was trained on, built.
+        data: the :class:`~miam.data.files.loader.FilesData` the model was trained on, built.
         groups: the run's modality groups (``data.groups``), naming what ``modalities`` selects.
         batch_size: sites or pixels per forward pass.
         device: where the model runs.
@@ -290,20 +243,6 @@ class Predictor:
                                         f"{' ...' if len(names) > 20 else ''}.")
         idx = [names.index(s) for s in chosen]
         return chosen, "float32", float("nan"), lambda p: p[:, idx]
-
-
-def spec_difference(model_specs: Sequence[Any], data_specs: Sequence[Any], here: str = "in the checkpoint",
-                    there: str = "in the data") -> str | None:
-    """The first difference between two lists of :class:`ModalitySpec` (names, then each field), or None."""
-    a = [s.to_dict() for s in model_specs]
-    b = [s.to_dict() for s in data_specs]
-    if [s["name"] for s in a] != [s["name"] for s in b]:
-        return f"modalities {[s['name'] for s in a]} {here}, {[s['name'] for s in b]} {there}"
-    for sa, sb in zip(a, b):
-        diff = [k for k in sa if sa[k] != sb[k]]
-        if diff:
-            return f"modality {sa['name']!r}: {diff[0]} {sa[diff[0]]} {here}, {sb[diff[0]]} {there}"
-    return None
 
 
 def check_same_data(model_specs: Sequence[Any], data_specs: Sequence[Any], model_task: Any, data_task: Any,

@@ -17,7 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.functional.classification import binary_auroc, multilabel_auroc
 from torchmetrics.utilities import dim_zero_cat
 
-from miam.data.spec import TaskSpec
+from miam.data.contract.spec import TaskSpec
 
 #: the name of each task kind's score in tables and logs
 METRIC_NAMES = {"multilabel": "auroc_macro", "multiclass": "top1", "encounter": "topk"}

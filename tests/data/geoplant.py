@@ -1,6 +1,6 @@
 """Write a tiny GeoPlant (GLC24 Kaggle archive) tree: real CSVs, ``.pt`` cubes and JPEG patches.
 
-The tree, headers, dtypes, cube shapes and strides follow ``miam.data.geoplant``'s card
+The tree, headers, dtypes, cube shapes and strides follow ``miam.data.benchmarks.geoplant``'s card
 (from plantnet/malpolon's loader and fixtures). Defects on purpose: empty and ``inf``
 metadata cells, NaN environmental cells, a NaN in one climate cube, one survey without
 an RGB patch, one 3-digit surveyId (``12/2/212.jpeg``).

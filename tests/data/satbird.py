@@ -1,6 +1,6 @@
 """Write a tiny SatBird sub-dataset (``USA_summer`` layout): split CSVs, GeoTIFFs, env rasters, JSON targets.
 
-Follows ``miam.data.satbird``'s card (RolnickLab/SatBird README, loader and processing
+Follows ``miam.data.benchmarks.satbird``'s card (RolnickLab/SatBird README, loader and processing
 scripts). Images are 4-band (B02, B03, B04, B08) uint16 GeoTIFFs of varying size >= 128 px
 written pixel-interleaved (GDAL's default) with GeoTIFF georeferencing tags; one image is
 a float32 mosaic with NaN pixels, one hotspot has no image, one has no target file.

@@ -1,6 +1,6 @@
 """Write a tiny TaxaBench-8k folder: test_df.csv, the SINR env grid, images, satellite tiles, sounds, embeddings.
 
-Follows ``miam.data.taxabench``'s card. Sounds are WAV files but one, a real ``.m4a``
+Follows ``miam.data.benchmarks.taxabench``'s card. Sounds are WAV files but one, a real ``.m4a``
 (AAC, as the hub's, written with PyAV): 3 s of a 440 Hz tone. Defects on purpose: one
 observation without a ground image, one whose ``.m4a`` is not audio (undecodable), one
 with a zero (missing) audio embedding, one at sea (NaN environment), a rare species

@@ -58,7 +58,8 @@ def parse_sources(items: list[str]) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from miam.predict import Grid, Predictor
+    from miam.data.files.grid import Grid
+    from miam.predict import Predictor
 
     checkpoint, modalities = args.checkpoint, args.modalities
     if modalities == ["best"]:

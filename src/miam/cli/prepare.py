@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import inspect
 import time
 from pathlib import Path
@@ -14,9 +13,9 @@ from miam.errors import ConfigError
 
 #: dataset name -> (module, raw source class, loader)
 DATASETS = {
-    "geoplant": ("miam.data.geoplant", "GeoPlantSource", "load_geoplant"),
-    "taxabench": ("miam.data.taxabench", "TaxaBenchSource", "load_taxabench"),
-    "satbird": ("miam.data.satbird", "SatBirdSource", "load_satbird"),
+    "geoplant": ("miam.data.benchmarks.geoplant", "GeoPlantSource", "load_geoplant"),
+    "taxabench": ("miam.data.benchmarks.taxabench", "TaxaBenchSource", "load_taxabench"),
+    "satbird": ("miam.data.benchmarks.satbird", "SatBirdSource", "load_satbird"),
 }
 #: loader options that shape the splits or the cache location, not the cache's content
 SPLIT_KEYS = ("split", "block_km", "fractions", "seed", "cache_dir", "workers")
@@ -28,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "memory-mapped arrays with a manifest, so training never parses them again. "
                                    "Resumes if interrupted; refuses nothing: missing files become hidden tokens "
                                    "and are reported.")
-    p.add_argument("dataset", choices=sorted(DATASETS), help="which benchmark")
+    p.add_argument("dataset", help="the benchmark whose published files to decode (its name in the dataset registry)")
     p.add_argument("--root", required=True, help="folder holding the dataset as published")
     p.add_argument("--cache-dir", help="where the cache goes (default ROOT/miam_cache)")
     p.add_argument("--config", "-c", help="take the loader options from this config's data.params "
@@ -60,19 +59,20 @@ def loader_params(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from miam.data.cache import open_cache, prepare
+    from miam.data.benchmarks.cached import open_cache
+    from miam.data.benchmarks.prepare import prepare
+    from miam.data.registry import builder, raw_source
 
-    module_name, source_name, loader_name = DATASETS[args.dataset]
-    module = importlib.import_module(module_name)
+    source_class = raw_source(args.dataset)
     params = loader_params(args)
-    valid = list(inspect.signature(getattr(module, loader_name)).parameters)
+    valid = list(inspect.signature(builder(args.dataset)).parameters)
     unknown = [k for k in params if k not in valid]
     if unknown:
         raise ConfigError(f"unknown option(s) {unknown} for {args.dataset}; valid options are {valid}.")
     split = {k: params.pop(k) for k in SPLIT_KEYS if k in params}
-    cache_root = Path(split.pop("cache_dir", None) or Path(args.root) / "miam_cache")
+    cache_root = split.pop("cache_dir", None)
     split.pop("workers", None)
-    source = getattr(module, source_name)(**params)
+    source = source_class(**params)
     start = time.perf_counter()
     cdir = prepare(source, cache_root, force=args.force, workers=args.workers, progress=not args.no_progress)
     ds = open_cache(source, cache_root, check=False, **split)

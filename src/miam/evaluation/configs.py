@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from miam.data.spec import ModalitySpec
+from miam.data.contract.spec import ModalitySpec
 from miam.errors import ConfigError
 
 #: how many valid token names an error lists before it says "and N more"

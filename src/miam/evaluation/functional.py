@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from miam.data.spec import TaskSpec
+from miam.data.contract.spec import TaskSpec
 from miam.errors import InvalidParameterError, ShapeError
 from miam.scores import encounter_topk
 

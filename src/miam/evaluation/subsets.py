@@ -11,8 +11,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from miam.data.batch import MultimodalBatch
-from miam.data.spec import ModalitySpec, TaskSpec
+from miam.data.contract.batch import MultimodalBatch
+from miam.data.contract.spec import ModalitySpec, TaskSpec
 from miam.errors import InvalidParameterError, ShapeError
 from miam.evaluation.configs import InputConfig
 from miam.models.chunked import forward_subsets_chunked

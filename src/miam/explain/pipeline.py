@@ -17,15 +17,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from miam.data.batch import MultimodalBatch
-from miam.data.dataset import MultimodalDataset, SplitView
-from miam.data.spec import ModalitySpec, TaskSpec
 from miam._validation import check_choice
+from miam.data.contract.batch import MultimodalBatch
+from miam.data.contract.dataset import MultimodalDataset, SplitView
+from miam.data.contract.spec import ModalitySpec, TaskSpec
 from miam.errors import ConfigError, InvalidParameterError, check_names
 from miam.evaluation.configs import InputConfig
+from miam.evaluation.subsets import SubsetEvaluator, all_subsets, summarize_subsets
 from miam.explain.robustness import robustness_curves, summarize_curves
 from miam.explain.shapley import OTHERS, ShapleyModalities, ShapleyResult, ShapleyTokens, n_samples
-from miam.evaluation.subsets import SubsetEvaluator, all_subsets, summarize_subsets
 from miam.explain.truth import truth_agreement
 from miam.scores import METRIC_NAMES
 

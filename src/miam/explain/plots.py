@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from miam.data.spec import ModalitySpec
+from miam.data.contract.spec import ModalitySpec
 from miam.explain.shapley import ShapleyResult
 
 #: half-width of the plotted intervals, in standard errors

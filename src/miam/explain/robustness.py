@@ -16,11 +16,11 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from miam.data.spec import TaskSpec
+from miam.data.contract.spec import TaskSpec
 from miam.errors import InvalidParameterError, check_names
 from miam.evaluation.functional import batched_scores
-from miam.explain.shapley import n_samples
 from miam.evaluation.subsets import SubsetEvaluator
+from miam.explain.shapley import n_samples
 from miam.scores import METRIC_NAMES
 
 #: the scope that hides among all tokens

@@ -33,9 +33,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from miam.data.batch import MultimodalBatch
-from miam.data.spec import TaskSpec
 from miam._validation import check_choice
+from miam.data.contract.batch import MultimodalBatch
+from miam.data.contract.spec import TaskSpec
 from miam.errors import InvalidParameterError, check_names
 from miam.evaluation.functional import (
     MAX_EXACT_PLAYERS,
@@ -231,7 +231,7 @@ class ShapleyModalities(_Explainer):
         max_rows: as in :class:`~miam.evaluation.subsets.SubsetEvaluator`.
 
     Examples:
-        >>> from miam.data.synthetic import make_dataset
+        >>> from miam.data.synthetic.generator import make_dataset
         >>> from miam.models import build_model
         >>> ds = make_dataset(seed=0, n_sites=120)
         >>> model = build_model(ds.specs, ds.task, d_model=16, depth=1, heads=2)

@@ -1,6 +1,6 @@
 """Agreement of Shapley values with a known ground truth (the synthetic generator's).
 
-``truth`` is ``dataset.info["truth"]`` of :func:`miam.data.synthetic.make_dataset`:
+``truth`` is ``dataset.info["truth"]`` of :func:`miam.data.synthetic.generator.make_dataset`:
 ``{"modality_importance": {m: share}, "token_importance": {m: [T_m] shares}}``. Rank
 agreement is Spearman's rho (average ranks for ties); tokens with a true share of zero
 are noise, and their values should be near zero.

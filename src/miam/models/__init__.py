@@ -7,10 +7,10 @@ from typing import Any
 
 from torch import nn
 
-from miam.data.spec import ModalitySpec, TaskSpec
 from miam._validation import check_choice
-from miam.models.losses import TaskLoss, full_weighted_bce
+from miam.data.contract.spec import ModalitySpec, TaskSpec
 from miam.models.late_fusion import LateFusionModel
+from miam.models.losses import TaskLoss, full_weighted_bce
 from miam.models.token_model import TokenModel
 
 ARCHITECTURES = {"token": TokenModel, "late_fusion": LateFusionModel}

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from miam.data.batch import MultimodalBatch
+from miam.data.contract.batch import MultimodalBatch
 from miam.models.token_model import TokenModel
 
 #: (mask x sample) rows per forward pass on CPU. The cost per row grows with the rows of

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from miam.data.batch import MultimodalBatch
-from miam.data.spec import ModalitySpec, TaskSpec
 from miam._validation import check_choice
+from miam.data.contract.batch import MultimodalBatch
+from miam.data.contract.spec import ModalitySpec, TaskSpec
 from miam.errors import ShapeError
 from miam.models.token_model import TokenModel
 
@@ -90,7 +90,7 @@ class LateFusionModel(nn.Module):
             (``d_model``, ``depth``, ``heads``, ``dropout``, ``hidden``, ``pooling``, ...).
 
     Examples:
-        >>> from miam.data.synthetic import make_dataset
+        >>> from miam.data.synthetic.generator import make_dataset
         >>> ds = make_dataset(seed=0, n_sites=60, n_species=5)
         >>> model = LateFusionModel(ds.specs, ds.task, d_model=16, depth=1, heads=2)
         >>> out = model.forward_unimodal(ds.__getitems__([0, 1, 2]))

@@ -17,7 +17,7 @@ carries no position of its own). What the loss counts:
 
 Example:
     >>> import torch
-    >>> from miam.data.spec import ModalitySpec
+    >>> from miam.data.contract.spec import ModalitySpec
     >>> specs = [ModalitySpec("env", "tabular", 3)]
     >>> heads = ReconstructionHeads(specs, d_model=8)
     >>> out = heads(torch.zeros(2, 3, 8))
@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from miam.data.batch import MultimodalBatch
-from miam.data.spec import ModalitySpec
+from miam.data.contract.batch import MultimodalBatch
+from miam.data.contract.spec import ModalitySpec
 
 
 def is_categorical(spec: ModalitySpec) -> bool:

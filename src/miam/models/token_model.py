@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from miam.data.batch import MultimodalBatch
-from miam.data.spec import ModalitySpec, TaskSpec
 from miam._validation import check_choice
+from miam.data.contract.batch import MultimodalBatch
+from miam.data.contract.spec import ModalitySpec, TaskSpec
 from miam.errors import InvalidParameterError, ShapeError
 from miam.models.tokenizers import build_tokenizer
 

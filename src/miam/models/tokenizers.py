@@ -7,8 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from miam.data.spec import ModalitySpec
 from miam._validation import check_choice
+from miam.data.contract.spec import ModalitySpec
 
 
 class PeriodicTabular(nn.Module):

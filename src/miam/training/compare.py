@@ -29,10 +29,10 @@ import pandas as pd
 from miam.balance import list_methods
 from miam.balance.methods import configure_model, get_method
 from miam.config import RunConfig
-from miam.data.dataset import MultimodalDataset
+from miam.data.contract.dataset import MultimodalDataset
 from miam.data.registry import build_dataset
-from miam.evaluation.subsets import headline_columns, token_groups
 from miam.errors import ConfigError
+from miam.evaluation.subsets import headline_columns, token_groups
 from miam.masking import ALIASES, list_strategies
 from miam.training.run import summarize, test_subsets, train
 

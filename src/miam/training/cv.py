@@ -34,10 +34,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from miam.config import RunConfig
-from miam.data.dataset import MultimodalDataset, spatial_block_split
-from miam.data.registry import build_dataset
 from miam._validation import check_choice
+from miam.config import RunConfig
+from miam.data.contract.dataset import MultimodalDataset
+from miam.data.contract.splits import spatial_block_split
+from miam.data.registry import build_dataset
 from miam.errors import ConfigError, InvalidParameterError
 from miam.evaluation.configs import InputConfig, resolve_configs
 from miam.evaluation.subsets import SubsetEvaluator, all_subsets, subset_label
@@ -266,8 +267,8 @@ def km_coords(ds: MultimodalDataset) -> np.ndarray | None:
     """Site coordinates in km (a ``files`` dataset's CRS converted; others' coordinates as they are)."""
     if ds.coords is None:
         return None
-    from miam.data.files import coords_km
-    from miam.data.files_io import Sites
+    from miam.data.files.io import Sites
+    from miam.data.files.loader import coords_km
 
     return coords_km(Sites(None, ds.coords[:, 0], ds.coords[:, 1], ds.info.get("crs")))
 

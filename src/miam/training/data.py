@@ -10,9 +10,9 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from miam.data.batch import MultimodalBatch, collate
-from miam.data.cache import CachedDataset
-from miam.data.dataset import MultimodalDataset
+from miam.data.benchmarks.cached import CachedDataset
+from miam.data.contract.batch import MultimodalBatch, collate
+from miam.data.contract.dataset import MultimodalDataset
 
 
 def _rank_world() -> tuple[int, int]:
@@ -61,7 +61,7 @@ def make_loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int = 0, num_
                 pin_memory: bool = False) -> DataLoader:
     """A loader that fetches whole batches through ``__getitems__`` (no per-sample Python work).
 
-    ``pin_memory`` pins batches that can be pinned (:class:`~miam.data.cache.RawBatch`) for
+    ``pin_memory`` pins batches that can be pinned (:class:`~miam.data.benchmarks.cached.RawBatch`) for
     asynchronous copies to a CUDA device.
     """
     return DataLoader(
@@ -77,7 +77,7 @@ class MultimodalDataModule(L.LightningDataModule):
     The test loader is only built when ``test_dataloader`` is called, after training:
     model selection never touches test data.
 
-    A :class:`~miam.data.cache.CachedDataset` is read raw (uint8 images stay uint8, one
+    A :class:`~miam.data.benchmarks.cached.CachedDataset` is read raw (uint8 images stay uint8, one
     gather per array), pinned when training on CUDA, and finished on the device by
     :meth:`on_after_batch_transfer` (Lightning calls it; outside Lightning, call it on each batch).
     """

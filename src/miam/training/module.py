@@ -16,8 +16,8 @@ from torch import Tensor, nn
 from miam.balance import ImbalanceTracker, get_method
 from miam.balance.methods import StepContext, configure_model
 from miam.balance.methods.functional import all_reduce_max, all_reduce_sum, local_sum
-from miam.data.batch import MultimodalBatch
-from miam.data.spec import ModalitySpec, TaskSpec
+from miam.data.contract.batch import MultimodalBatch
+from miam.data.contract.spec import ModalitySpec, TaskSpec
 from miam.errors import ConfigError
 from miam.evaluation.subsets import token_groups
 from miam.masking import get_strategy, token_mask

@@ -32,8 +32,8 @@ import torch
 from torch import Tensor
 
 from miam.config import MaskingConfig, RunConfig, check_masking_units, resolve_auto, save_config
-from miam.data.batch import MultimodalBatch
-from miam.data.spec import ModalitySpec, TaskSpec
+from miam.data.contract.batch import MultimodalBatch
+from miam.data.contract.spec import ModalitySpec, TaskSpec
 from miam.errors import ConfigError
 from miam.models.reconstruction import ReconstructionErrors, ReconstructionHeads, reconstruction_errors
 from miam.training.data import MultimodalDataModule
@@ -181,7 +181,7 @@ def init_from_pretrained(module: MiamModule, path: str | Path, finetune: str = "
     Raises:
         ConfigError: the checkpoint was made on other modalities or token counts (named), or is missing.
     """
-    from miam.predict import spec_difference
+    from miam.data.contract.spec import spec_difference
 
     check_finetune(finetune)
     ckpt = read_pretrained(path)
@@ -228,8 +228,10 @@ def describe_pretrained(record: Mapping[str, Any] | None) -> str:
 
 
 def build_pool(cfg: RunConfig, dataset: Any) -> Any:
-    """The unlabelled source ``cfg.pretrain.source`` names (:mod:`miam.data.unlabelled`)."""
-    from miam.data import unlabelled as U
+    """The unlabelled source ``cfg.pretrain.source`` names (the contract: :mod:`miam.data.contract.unlabelled`)."""
+    from miam.data.contract.unlabelled import concat, from_dataset
+    from miam.data.files.grid import Grid
+    from miam.data.files.pools import GridPool, sites_pool
 
     p = cfg.pretrain
     src = dict(p.source or {})
@@ -237,11 +239,11 @@ def build_pool(cfg: RunConfig, dataset: Any) -> Any:
     if kind not in SOURCE_KINDS:
         raise ConfigError(f"pretrain.source.kind must be one of {list(SOURCE_KINDS)}, got {kind!r}.")
     seed = cfg.trainer.seed
-    labelled = U.from_dataset(dataset, val_fraction=p.val_fraction, seed=seed,
-                              source=f"{len(dataset.split('train'))} labelled training sites (inputs only)")
+    labelled = from_dataset(dataset, val_fraction=p.val_fraction, seed=seed,
+                          source=f"{len(dataset.split('train'))} labelled training sites (inputs only)")
     if kind == "dataset":
         extra = dataset.info.get("unlabelled")
-        return labelled if extra is None else U.concat([extra, labelled], p.val_fraction, seed)
+        return labelled if extra is None else concat([extra, labelled], p.val_fraction, seed)
     data = dataset.info.get("files")
     if data is None:
         raise ConfigError(f"pretrain.source.kind {kind!r} reads new sites with a 'files' dataset's encoders; data.name "
@@ -250,10 +252,8 @@ def build_pool(cfg: RunConfig, dataset: Any) -> Any:
         if "sites" not in src:
             raise ConfigError("pretrain.source: kind files needs 'sites' (a table of unlabelled sites with the "
                               "training sites table's id and coordinate columns).")
-        pool = U.sites_pool(data, src["sites"], src.get("sources"), p.val_fraction, seed)
-        return U.concat([pool, labelled], p.val_fraction, seed) if p.include_labelled else pool
-    from miam.predict import Grid
-
+        pool = sites_pool(data, src["sites"], src.get("sources"), p.val_fraction, seed)
+        return concat([pool, labelled], p.val_fraction, seed) if p.include_labelled else pool
     if "raster" in src:
         grid = Grid.of_raster(Path(data.root) / src["raster"])
     elif "bbox" in src:
@@ -261,7 +261,7 @@ def build_pool(cfg: RunConfig, dataset: Any) -> Any:
     else:
         raise ConfigError("pretrain.source: kind grid needs 'raster' (a GeoTIFF whose grid to read) or 'bbox' and "
                           "'resolution'.")
-    return U.GridPool(data, grid, src.get("sample"), p.val_fraction, seed, src.get("window_pixels", 1 << 16),
+    return GridPool(data, grid, src.get("sample"), p.val_fraction, seed, src.get("window_pixels", 1 << 16),
                       src.get("sources"))
 
 

@@ -24,7 +24,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar, TQDMProgressBar
 
 from miam.config import EvaluationConfig, RunConfig, check_masking_units, resolve_auto, save_config
-from miam.data.dataset import MultimodalDataset
+from miam.data.contract.dataset import MultimodalDataset
 from miam.data.registry import build_dataset
 from miam.errors import ConfigError
 from miam.evaluation.configs import resolve_configs

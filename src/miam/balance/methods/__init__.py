@@ -15,7 +15,7 @@ from miam.balance.methods.mnl import MNL
 from miam.balance.methods.msam import MSAM
 from miam.balance.methods.ogm_ge import OGMGE
 from miam.balance.methods.opm_feature import OPMFeature
-from miam.data.spec import TaskSpec
+from miam.data.contract.spec import TaskSpec
 from miam.errors import ConfigError, InvalidParameterError
 
 _METHODS: dict[str, type[BalancingMethod]] = {

@@ -11,8 +11,8 @@ from torch import Tensor, nn
 
 from miam._validation import Parameterised
 from miam.balance.methods.functional import local_sum
-from miam.data.batch import MultimodalBatch
-from miam.data.spec import TaskSpec
+from miam.data.contract.batch import MultimodalBatch
+from miam.data.contract.spec import TaskSpec
 from miam.errors import ConfigError, InvalidParameterError
 
 LossFn = Callable[[Tensor, Tensor], Tensor]

@@ -10,10 +10,10 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from miam.data._raw import patch_names, patchify
-from miam.data.files_io import Encoder, Sites, Standardizer
-from miam.data.files_schema import IMAGE_SUFFIXES, ImagesSection
-from miam.data.spec import ModalitySpec
+from miam.data.contract.patches import patch_names, patchify
+from miam.data.contract.spec import ModalitySpec
+from miam.data.files.io import Encoder, Sites, Standardizer
+from miam.data.files.schema import IMAGE_SUFFIXES, ImagesSection
 from miam.errors import DatasetNotFoundError
 
 

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from miam.data._raw import patch_names, patchify
-from miam.data.files_io import Encoder, Sites, Standardizer, Vocabulary, few
-from miam.data.files_schema import RasterSection
-from miam.data.spec import ModalitySpec
+from miam.data.contract.patches import patch_names, patchify
+from miam.data.contract.spec import ModalitySpec
+from miam.data.files.io import Encoder, Sites, Standardizer, Vocabulary, few
+from miam.data.files.schema import RasterSection
 from miam.errors import DataFormatError, DatasetNotFoundError
 
 #: points are grouped by tiles of this many pixels a side; one read per group

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from miam.data.spec import ModalitySpec, TaskSpec
+from miam.data.contract.spec import ModalitySpec, TaskSpec
 from miam.errors import ShapeError
 
 

@@ -10,8 +10,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from miam.data.batch import MultimodalBatch, nan_to_present
-from miam.data.spec import ModalitySpec, TaskSpec, check_unique_names
+from miam.data.contract.batch import MultimodalBatch, nan_to_present
+from miam.data.contract.spec import ModalitySpec, TaskSpec, check_unique_names
 from miam.errors import InvalidParameterError, ShapeError
 
 
@@ -158,39 +158,3 @@ class SplitView(Dataset):
         return self.base.positive_counts(self.indices)
 
 
-def spatial_block_split(
-    coords: np.ndarray,
-    block_size: float,
-    fractions: Sequence[float] = (0.7, 0.15, 0.15),
-    names: Sequence[str] = ("train", "val", "test"),
-    seed: int = 0,
-) -> dict[str, np.ndarray]:
-    """Assign whole square blocks of side ``block_size`` (coordinate units) to splits.
-
-    No block is shared between two splits, so nearby, autocorrelated sites never
-    straddle train and test.
-
-    Examples:
-        >>> xy = np.random.default_rng(0).uniform(0, 100, size=(500, 2))
-        >>> s = spatial_block_split(xy, 10.0, seed=0)
-        >>> sum(len(v) for v in s.values())
-        500
-    """
-    if block_size <= 0:
-        raise InvalidParameterError(f"block_size must be > 0, got {block_size}.")
-    if len(fractions) != len(names) or abs(sum(fractions) - 1.0) > 1e-6:
-        raise InvalidParameterError(f"fractions {list(fractions)} must sum to 1, one per split {list(names)}.")
-    cell = np.floor(np.asarray(coords) / block_size).astype(np.int64)
-    _, block = np.unique(cell, axis=0, return_inverse=True)
-    block = block.reshape(-1)
-    n_blocks = int(block.max()) + 1
-    order = np.random.default_rng(seed).permutation(n_blocks)
-    # Walk blocks in random order and fill each split up to its share of samples.
-    sizes = np.bincount(block, minlength=n_blocks)[order]
-    cum = np.cumsum(sizes) / len(block)
-    bounds = np.cumsum(fractions)
-    which = np.searchsorted(bounds[:-1], cum - sizes / (2 * len(block)), side="right")
-    block_split = np.empty(n_blocks, dtype=np.int64)
-    block_split[order] = which
-    sample_split = block_split[block]
-    return {name: np.flatnonzero(sample_split == i) for i, name in enumerate(names)}

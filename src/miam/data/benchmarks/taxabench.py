@@ -61,11 +61,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from miam.data._download import RemoteFile, verify
-from miam.data._raw import CorruptFileError, align, check_unique, integer_ids, numeric, patch_names, patchify, read_csv
-from miam.data.cache import CachedDataset, RawSource, open_cache
-from miam.data.spec import ModalitySpec, TaskSpec
 from miam._validation import check_choice
+from miam.data.benchmarks._download import RemoteFile, verify
+from miam.data.benchmarks.cached import CachedDataset, open_cache
+from miam.data.benchmarks.raw import RawSource
+from miam.data.benchmarks.readers import CorruptFileError, align, check_unique, integer_ids, numeric, read_csv
+from miam.data.contract.patches import patch_names, patchify
+from miam.data.contract.spec import ModalitySpec, TaskSpec
 from miam.errors import DataFormatError, check_names
 
 MODALITIES = ("location", "env", "image", "audio", "satellite")
@@ -411,5 +413,4 @@ def load_taxabench(
     """
     source = TaxaBenchSource(root, modalities, features, embedding_tokens, min_samples, image_size, patch_size,
                              download, checksum)
-    return open_cache(source, Path(cache_dir) if cache_dir else Path(root) / "miam_cache", split, block_km,
-                      fractions, seed, workers=workers)
+    return open_cache(source, cache_dir, split, block_km, fractions, seed, workers=workers)

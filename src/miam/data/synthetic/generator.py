@@ -33,9 +33,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from miam.data.dataset import MultimodalDataset, spatial_block_split
-from miam.data.spec import ModalitySpec, TaskSpec
 from miam._validation import check_choice
+from miam.data.contract.dataset import MultimodalDataset
+from miam.data.contract.spec import ModalitySpec, TaskSpec
+from miam.data.contract.splits import spatial_block_split
 from miam.errors import InvalidParameterError
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -209,7 +210,7 @@ def make_dataset(
             for the others' signal), yet neighbouring sites (~1 km apart) stay alike.
         block_km: side of the square blocks of the spatial train/val/test split.
         preset: ``None`` (the embedded demo landscape) or a benchmark-shaped landscape of
-            :mod:`miam.data.synthetic_presets` (``geoplant``, ``taxabench``, ``satbird``). A
+            :mod:`miam.data.synthetic.presets` (``geoplant``, ``taxabench``, ``satbird``). A
             preset sets its own task, modalities and strengths: only ``seed``, ``n_sites``,
             ``n_species``, ``missing``, ``token_missing``, ``extent_km``, ``lengthscale_km``,
             ``block_km`` and ``split_fractions`` apply, and setting another parameter is an error.
@@ -232,7 +233,7 @@ def make_dataset(
         (['env', 'climate', 'satellite'], True)
     """
     if preset is not None:
-        from miam.data.synthetic_presets import PRESETS, make_preset
+        from miam.data.synthetic.presets import PRESETS, make_preset
 
         check_choice("make_dataset", "preset", preset, PRESETS)
         demo_only = {"task": task, "n_env": n_env, "n_env_informative": n_env_informative,
@@ -332,7 +333,7 @@ def make_dataset(
     splits = spatial_block_split(xy, block_km, split_fractions, seed=seed)
     return MultimodalDataset(
         tokens, target, specs, task_spec, coords=xy, splits=splits,
-        info={"source": "miam.data.synthetic", "seed": seed, "truth": truth},
+        info={"source": "miam.data.synthetic.generator", "seed": seed, "truth": truth},
     )
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from miam.data.spec import ModalitySpec
+from miam.data.contract.spec import ModalitySpec
 from miam.errors import DataFormatError, DatasetNotFoundError
 
 PARQUET_SUFFIXES = (".parquet", ".pq")

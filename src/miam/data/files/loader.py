@@ -58,16 +58,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from miam.data.cache import Report, lonlat_to_km
-from miam.data.dataset import MultimodalDataset, spatial_block_split
-from miam.data.files_columns import TableReader, table_encoders, timeseries_encoder
-from miam.data.files_images import ImageFolder
-from miam.data.files_io import Encoder, Sites, few, read_table, resolve_column, site_ids
-from miam.data.files_rasters import RasterLayers, raster_encoder
-from miam.data.files_schema import FilesParams, SpeciesTableSection, parse_files_params
-from miam.data.files_targets import (coord_columns, coordinates, drop_rare, label_targets, occurrence_targets,
+from miam.data.contract.dataset import MultimodalDataset
+from miam.data.contract.report import Report
+from miam.data.contract.spec import ModalitySpec, TaskSpec
+from miam.data.contract.splits import lonlat_to_km, spatial_block_split
+from miam.data.files.columns import TableReader, table_encoders, timeseries_encoder
+from miam.data.files.images import ImageFolder
+from miam.data.files.io import Encoder, Sites, few, read_table, resolve_column, site_ids
+from miam.data.files.rasters import RasterLayers, raster_encoder
+from miam.data.files.schema import FilesParams, SpeciesTableSection, parse_files_params
+from miam.data.files.targets import (coord_columns, coordinates, drop_rare, label_targets, occurrence_targets,
                                      presence_only_sites, table_targets, wide_targets)
-from miam.data.spec import ModalitySpec, TaskSpec
 from miam.errors import ConfigError, DataFormatError
 
 logger = logging.getLogger("miam.data")
@@ -85,7 +86,7 @@ class FilesData:
     tokens exactly as in training: :meth:`encode`, used by :mod:`miam.predict`.
 
     Args:
-        **params: the sections of :class:`~miam.data.files_schema.FilesParams` (the
+        **params: the sections of :class:`~miam.data.files.schema.FilesParams` (the
             ``data.params`` of a config).
 
     Raises:

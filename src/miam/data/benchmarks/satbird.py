@@ -58,11 +58,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from miam.data._download import verify
-from miam.data._raw import CorruptFileError, check_unique, numeric, patch_names, patchify, read_csv
-from miam.data.cache import CachedDataset, RawSource, open_cache
-from miam.data.spec import ModalitySpec, TaskSpec
 from miam._validation import check_choice
+from miam.data.benchmarks._download import verify
+from miam.data.benchmarks.cached import CachedDataset, open_cache
+from miam.data.benchmarks.raw import RawSource
+from miam.data.benchmarks.readers import CorruptFileError, check_unique, numeric, read_csv
+from miam.data.contract.patches import patch_names, patchify
+from miam.data.contract.spec import ModalitySpec, TaskSpec
 from miam.errors import DataFormatError, check_names
 
 #: split file -> our split name
@@ -283,5 +285,4 @@ def load_satbird(
         cache_dir: where the cache goes (default ``root/miam_cache``).
     """
     source = SatBirdSource(root, modalities, crop, patch_size, env_source, download, checksum)
-    return open_cache(source, Path(cache_dir) if cache_dir else Path(root) / "miam_cache", split, block_km,
-                      fractions, seed, workers=workers)
+    return open_cache(source, cache_dir, split, block_km, fractions, seed, workers=workers)

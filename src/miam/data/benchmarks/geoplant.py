@@ -73,11 +73,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from miam.data._download import RemoteFile, verify
-from miam.data._raw import (CorruptFileError, align, check_unique, integer_ids, numeric, patch_names, patchify,
-                            read_csv, read_image)
-from miam.data.cache import CachedDataset, RawSource, open_cache
-from miam.data.spec import ModalitySpec, TaskSpec
+from miam.data.benchmarks._download import RemoteFile, verify
+from miam.data.benchmarks.cached import CachedDataset, open_cache
+from miam.data.benchmarks.raw import RawSource
+from miam.data.benchmarks.readers import (CorruptFileError, align, check_unique, integer_ids, numeric, read_csv,
+                                          read_image)
+from miam.data.contract.patches import patch_names, patchify
+from miam.data.contract.spec import ModalitySpec, TaskSpec
 from miam.errors import check_names
 
 ENV = "EnvironmentalRasters/EnvironmentalRasters"
@@ -123,7 +125,7 @@ class GeoPlantSource(RawSource):
         modalities: any of ``("env", "climate", "landsat", "sentinel")``.
         presences_above: keep species with more than this many presence surveys (paper: 20).
         patch_size: side of the Sentinel-2 patch tokens (divides 128).
-        download, checksum: the download ladder (see :mod:`miam.data._download`).
+        download, checksum: the download ladder (see :mod:`miam.data.benchmarks._download`).
     """
 
     name = "geoplant"
@@ -331,5 +333,4 @@ def load_geoplant(
         download, checksum: fetch the metadata if missing (the rest must be extracted by hand).
     """
     source = GeoPlantSource(root, modalities, presences_above, patch_size, download, checksum)
-    return open_cache(source, Path(cache_dir) if cache_dir else Path(root) / "miam_cache", split, block_km,
-                      fractions, seed, workers=workers)
+    return open_cache(source, cache_dir, split, block_km, fractions, seed, workers=workers)

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from miam.data.files_io import (Encoder, Sites, Standardizer, Vocabulary, align_rows, as_text, few, natural_key,
+from miam.data.contract.spec import ModalitySpec
+from miam.data.files.io import (Encoder, Sites, Standardizer, Vocabulary, align_rows, as_text, few, natural_key,
                                 read_table, resolve_column, select_columns, site_ids)
-from miam.data.files_schema import TableSection, TimeSeriesSection
-from miam.data.spec import ModalitySpec
+from miam.data.files.schema import TableSection, TimeSeriesSection
 from miam.errors import DataFormatError
 
 #: characters that separate the parts of a column name (``ndvi_2019_q1``)

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from miam.data.files_io import (Sites, align_rows, id_text, need_columns, read_table, resolve_column,
-                                select_columns, site_ids)
-from miam.data.files_rasters import RasterFile, RasterLayers, draw_background
-from miam.data.files_schema import OccurrencesSection, PresenceOnlySection, SpeciesTableSection
+from miam.data.files.io import (Sites, align_rows, id_text, need_columns, read_table, resolve_column, select_columns,
+                                site_ids)
+from miam.data.files.rasters import RasterFile, RasterLayers, draw_background
+from miam.data.files.schema import OccurrencesSection, PresenceOnlySection, SpeciesTableSection
 from miam.errors import DataFormatError
 
 #: coordinate column pairs tried in order when x/y are not given

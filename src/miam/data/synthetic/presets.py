@@ -1,6 +1,6 @@
 """Synthetic landscapes shaped like the three benchmarks (shared/DATASETS.md), each with its truth.
 
-``make_dataset(preset=...)`` (:mod:`miam.data.synthetic`) builds them; a config asks for
+``make_dataset(preset=...)`` (:mod:`miam.data.synthetic.generator`) builds them; a config asks for
 one with ``data: {name: synthetic, params: {preset: geoplant}}``. They keep the embedded
 data's hygiene: every token is an independent signal (its true share is well defined),
 covariates are fields with a short correlation length (no modality stands in for the
@@ -41,12 +41,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from miam.data._raw import patch_names
-from miam.data.dataset import MultimodalDataset, spatial_block_split
-from miam.data.spec import ModalitySpec, TaskSpec
-from miam.data.synthetic import (COVARIATE_FEATURES, _apply_missing, _random_field, _species_response, _standardise,
-                                 _token_shares, draw_target, nearest_patch_weights, species_logits,
-                                 texture_patches)
+from miam.data.contract.dataset import MultimodalDataset
+from miam.data.contract.patches import patch_names
+from miam.data.contract.spec import ModalitySpec, TaskSpec
+from miam.data.contract.splits import spatial_block_split
+from miam.data.synthetic.generator import (COVARIATE_FEATURES, _apply_missing, _random_field, _species_response,
+                                           _standardise, _token_shares, draw_target, nearest_patch_weights,
+                                           species_logits, texture_patches)
 
 #: the variables of the GeoPlant-like ``env`` modality, and those that carry signal (weights)
 GEOPLANT_ENV = (*(f"bio{i}" for i in range(1, 20)), "elevation", "landcover", "soil_phh2o", "soil_clay")
@@ -190,7 +191,7 @@ PRESETS: dict[str, Preset] = {
 def make_preset(preset: str, seed: int, n_sites: int, n_species: int | None, missing: Mapping[str, float],
                 token_missing: Mapping[str, float], extent_km: float, lengthscale_km: float, block_km: float,
                 split_fractions: Sequence[float]) -> MultimodalDataset:
-    """Draw the landscape ``preset`` (one of :data:`PRESETS`); see :func:`miam.data.synthetic.make_dataset`."""
+    """Draw the landscape ``preset`` (one of :data:`PRESETS`); see :func:`miam.data.synthetic.generator.make_dataset`."""
 
     p = PRESETS[preset]
     n_species = p.n_species if n_species is None else n_species
@@ -213,6 +214,6 @@ def make_preset(preset: str, seed: int, n_sites: int, n_species: int | None, mis
     return MultimodalDataset(
         tokens, target, [part.spec for part in parts.values()], task, coords=xy,
         splits=spatial_block_split(xy, block_km, split_fractions, seed=seed),
-        info={"source": "miam.data.synthetic", "preset": preset, "seed": seed, "truth": truth,
+        info={"source": "miam.data.synthetic.generator", "preset": preset, "seed": seed, "truth": truth,
               "groups": {g: list(ms) for g, ms in (p.groups or {}).items()}},
     )

@@ -145,3 +145,17 @@ def check_unique_names(specs: Sequence[ModalitySpec]) -> None:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise InvalidParameterError(f"Modality names must be unique; repeated: {dup}.")
+
+
+def spec_difference(model_specs: Sequence[Any], data_specs: Sequence[Any], here: str = "in the checkpoint",
+                    there: str = "in the data") -> str | None:
+    """The first difference between two lists of :class:`ModalitySpec` (names, then each field), or None."""
+    a = [s.to_dict() for s in model_specs]
+    b = [s.to_dict() for s in data_specs]
+    if [s["name"] for s in a] != [s["name"] for s in b]:
+        return f"modalities {[s['name'] for s in a]} {here}, {[s['name'] for s in b]} {there}"
+    for sa, sb in zip(a, b):
+        diff = [k for k in sa if sa[k] != sb[k]]
+        if diff:
+            return f"modality {sa['name']!r}: {diff[0]} {sa[diff[0]]} {here}, {sb[diff[0]]} {there}"
+    return None
