@@ -172,14 +172,18 @@ class Parameterised:
         return [p.name for p in cls._signature_parameters()]
 
     @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """The parameters' defaults, as the signature writes them (the one place they are written)."""
+        return {p.name: p.default for p in cls._signature_parameters()}
+
+    @classmethod
     def check_params(cls, params: Mapping[str, Any]) -> None:
         """Check ``params`` (a subset of the parameters, e.g. a config's) without building anything.
 
         Raises:
             InvalidParameterError: an unknown name or a value outside its constraint.
         """
-        defaults = {p.name: p.default for p in cls._signature_parameters()}
-        validate_params(cls.__name__, {**defaults, **params}, cls._parameter_constraints)
+        validate_params(cls.__name__, {**cls.defaults(), **params}, cls._parameter_constraints)
 
     @property
     def params(self) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from miam._validation import check_keys
+from miam.balance.tracker import ImbalanceTracker
 from miam.errors import ConfigError
 
 logger = logging.getLogger("miam.config")
@@ -70,6 +71,10 @@ class ModelConfig:
     fusion: str | None = None
 
 
+#: the feedback tracker's defaults, which the masking section's tracker options take
+_TRACKER = ImbalanceTracker.defaults()
+
+
 @dataclass
 class MaskingConfig:
     #: one of :func:`miam.masking.list_strategies`
@@ -78,19 +83,20 @@ class MaskingConfig:
     params: dict[str, Any] = field(default_factory=dict)
     #: one p per sample instead of one per step
     per_sample: bool = False
-    #: tracker options for feedback-driven strategies
-    eps: float = 1e-3
-    window: int = 1
-    clamp: list[float] | None = None
+    #: tracker options for feedback-driven strategies (:class:`miam.balance.ImbalanceTracker`,
+    #: whose signature holds the defaults)
+    eps: float = _TRACKER["eps"]
+    window: int = _TRACKER["window"]
+    clamp: list[float] | None = _TRACKER["clamp"]
     #: subtracted from each unimodal score before rho_s: a number, or ``chance`` (the metric's:
     #: AUROC 0.5, top-1 1/C); ours, 0 = the paper
-    score_baseline: float | str = 0.0
+    score_baseline: float | str = _TRACKER["baseline"]
     #: how rho_d reads a score's speed: ``diff`` (mean |one-epoch change| over ``window``, the paper)
     #: or ``slope`` (|least-squares slope| over ``window`` + 1 epochs); ours
-    derivative: str = "diff"
+    derivative: str = _TRACKER["derivative"]
     #: z > 0: a score change within z standard errors of the validation score's own noise counts as
     #: that noise (d_m floored); 0 = the paper; ours
-    noise_floor: float = 0.0
+    noise_floor: float = _TRACKER["noise_floor"]
 
 
 @dataclass
