@@ -119,7 +119,7 @@ def run_row(base: RunConfig, row: str, seed: int, out: Path, dataset: Any, units
     file = run_dir / "validation.json"
     if not file.is_file():
         module = MiamModule.load_from_checkpoint(str(run_dir / "checkpoints" / "best.ckpt"), map_location="cpu")
-        table = score_split(module, data, "val", cfg.evaluation, cfg.data.eval_batch_size)
+        table = score_split(module, data.split("val"), cfg.evaluation, cfg.data.eval_batch_size)
         scores = summarize_subsets(table, module.group_names)
         file.write_text(json.dumps({**{k: result[k] for k in ("name", "kind", "architecture", "seed", "epochs",
                                                               "hit_cap", "train_seconds", "resumed")}, **scores}))

@@ -73,22 +73,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from miam.evaluation.configs import resolve_configs
-    from miam.evaluation.subsets import SubsetEvaluator, all_subsets, headline, summarize_subsets
+    from miam.evaluation.subsets import headline, summarize_subsets
+    from miam.training.run import score_split
 
     module, split, _, cfg = load_run(args)
-    groups = module.hparams.get("groups")
-    evaluator = SubsetEvaluator(module.model, module.task, groups, args.batch_size)
-    subsets = all_subsets(evaluator.names) if not args.subset else [parse_subset(s, evaluator.names)
-                                                                   for s in args.subset]
-    configs = [] if args.subset else resolve_configs(module.specs, cfg.evaluation.configs, groups)
-    table = evaluator.evaluate(split, subsets, configs, cfg.evaluation.top_k_f1)
+    names = module.group_names
+    subsets = [parse_subset(s, names) for s in args.subset] if args.subset else None
+    table = score_split(module, split, cfg.evaluation, args.batch_size, subsets=subsets)
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent.parent / f"evaluate_{args.split}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     columns = ["kind", "subset", "n_tokens", "metric", "value", *[c for c in table if c.startswith("f1_top")]]
     print(format_table(table.to_dict("records"), columns, "{:.4f}"))
     if not args.subset:
-        print("\n" + headline(summarize_subsets(table, evaluator.names)))
+        print("\n" + headline(summarize_subsets(table, names)))
     print(f"{len(split)} samples of split {args.split!r}; table written to {out}")
     return 0

@@ -13,7 +13,7 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -284,18 +284,18 @@ def train(cfg: RunConfig, dataset: MultimodalDataset | None = None, resume: bool
                        str(trainer.strategy.root_device))
 
 
-def score_split(module: MiamModule, dataset: MultimodalDataset, split: str = "test",
-                evaluation: EvaluationConfig | None = None, batch_size: int = 512,
-                device: str = "cpu") -> pd.DataFrame:
-    """Scores of ``module`` on one split: every non-empty modality subset and, when
-    ``evaluation`` lists them, the named input configurations (``evaluation.configs``)."""
+def score_split(module: MiamModule, data: Any, evaluation: EvaluationConfig | None = None, batch_size: int = 512,
+                device: str = "cpu", subsets: Sequence[Sequence[str]] | None = None) -> pd.DataFrame:
+    """Scores of ``module`` on ``data`` (a split): every non-empty modality subset and the named input
+    configurations that ``evaluation`` lists (``evaluation.configs``), or only the chosen ``subsets``."""
     module = module.to(torch.device(device))
     evaluation = evaluation or EvaluationConfig()
     groups = module.hparams.get("groups")
     try:
         evaluator = SubsetEvaluator(module.model, module.task, groups, batch_size=batch_size)
-        configs = resolve_configs(module.specs, evaluation.configs, groups)
-        return evaluator.evaluate(dataset.split(split), all_subsets(evaluator.names), configs, evaluation.top_k_f1)
+        configs = resolve_configs(module.specs, evaluation.configs, groups) if subsets is None else []
+        return evaluator.evaluate(data, all_subsets(evaluator.names) if subsets is None else subsets, configs,
+                                  evaluation.top_k_f1)
     finally:
         module.cpu()                                  # the model stays on the CPU, as loaded
 
@@ -303,7 +303,7 @@ def score_split(module: MiamModule, dataset: MultimodalDataset, split: str = "te
 def test_subsets(result: TrainResult, evaluation: EvaluationConfig | None = None,
                  batch_size: int = 512) -> pd.DataFrame:
     """Test scores of the selected model (:func:`score_split`), on the device it trained on."""
-    return score_split(result.module, result.dataset, "test", evaluation, batch_size, result.device)
+    return score_split(result.module, result.dataset.split("test"), evaluation, batch_size, result.device)
 
 
 test_subsets.__test__ = False  # a library function, not a pytest test
