@@ -22,11 +22,11 @@ interrupted one resumes from its ``last.ckpt``, so a sweep can be stopped and co
 
 The report per dataset: mean ± sd over seeds of every column, how many runs hit the cap,
 and each row's paired difference per seed against the reference (the best fixed strategy
-on ``avg_paper_configs``; pass ``--reference`` to fix it from the dev phase) with a 95 %
-t-interval.
+on ``avg_paper_configs``; pass ``--reference`` to fix it from the dev phase, one for every
+dataset or ``dataset=row`` pairs) with a 95 % t-interval.
 
     python benchmarks/convergence.py --phase dev --datasets demo --rows dev
-    python benchmarks/convergence.py --phase confirm --datasets demo,geoplant --rows all --reference dirichlet
+    python benchmarks/convergence.py --phase confirm --datasets demo,geoplant --rows all --reference demo=dirichlet,geoplant=dropout
     python benchmarks/convergence.py --phase dev --datasets demo --report-only
 """
 
@@ -177,9 +177,10 @@ def interval(d: pd.Series) -> dict[str, float]:
     return {"mean": d.mean(), "ci95_low": d.mean() - half, "ci95_high": d.mean() + half, "wins": int((d > 0).sum())}
 
 
-def report(runs: pd.DataFrame, reference: str | None = None, split: str = "test") -> str:
+def report(runs: pd.DataFrame, reference: dict[str, str] | None = None, split: str = "test") -> str:
     """Markdown: per dataset, the mean ± sd table, runs at the cap, and paired differences (of
-    whatever split the runs hold: validation in the dev phase, test in confirmation)."""
+    whatever split the runs hold: validation in the dev phase, test in confirmation) against
+    ``reference[dataset]`` (default: the best fixed strategy of these runs)."""
     parts = []
     for name, part in runs.groupby("dataset", sort=False):
         part = part.dropna(axis=1, how="all")      # another dataset's configurations
@@ -192,7 +193,7 @@ def report(runs: pd.DataFrame, reference: str | None = None, split: str = "test"
         table["hit cap"] = grouped["hit_cap"].sum().astype(int).astype(str) + " of " + grouped["seed"].count().astype(str)
         key = "avg_paper_configs" if "avg_paper_configs" in part else "avg_modality_subsets"
         fixed = part[part["name"].isin(FIXED)].groupby("name")[key].mean()
-        ref = reference or (fixed.idxmax() if len(fixed) else None)
+        ref = (reference or {}).get(name) or (fixed.idxmax() if len(fixed) else None)
         parts.append(f"## {name}, {split} split: {part['seed'].nunique()} seeds, {len(part)} runs, "
                      f"{int(part['hit_cap'].sum())} at the epoch cap\n\n{table.to_markdown()}\n")
         if ref is not None:
@@ -202,6 +203,24 @@ def report(runs: pd.DataFrame, reference: str | None = None, split: str = "test"
                     parts.append(f"Paired differences on `{column}` against `{ref}` (per seed, mean, 95 % t-interval):"
                                  f"\n\n{diff.round(4).to_markdown(index=False)}\n")
     return "\n".join(parts)
+
+
+def parse_reference(text: str | None, datasets: list[str]) -> dict[str, str]:
+    """``--reference``: ``"dirichlet"`` (every dataset) or ``"demo=dirichlet,geoplant=dropout"``.
+
+    Examples:
+        >>> parse_reference("demo=dirichlet, geoplant=dropout", ["demo", "geoplant"])
+        {'demo': 'dirichlet', 'geoplant': 'dropout'}
+    """
+    if not text:
+        return {}
+    if "=" not in text:
+        return dict.fromkeys(datasets, text.strip())
+    pairs = dict(part.strip().split("=", 1) for part in text.split(",") if part.strip())
+    unknown = sorted(set(pairs) - set(datasets))
+    if unknown:
+        raise SystemExit(f"--reference names {unknown}, not among the datasets reported {datasets}.")
+    return pairs
 
 
 def feedback_log(run_dir: Path) -> dict[str, float]:
@@ -282,7 +301,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=100, help="the epoch cap (early stopping ends most runs first)")
     ap.add_argument("--patience", type=int, default=10)
     ap.add_argument("--set", action="append", default=[], help="config override section.key=value for every run (after SWEEP_SIZE)")
-    ap.add_argument("--reference", help="the fixed strategy to pair against (default: the best fixed one here)")
+    ap.add_argument("--reference", help="the fixed strategy to pair against: one row, or dataset=row pairs separated by "
+                                        "commas (default: the best fixed one of the runs reported)")
     ap.add_argument("--out", default="miam_runs/convergence")
     ap.add_argument("--report-only", action="store_true", help="print the report of the finished runs only")
     args = ap.parse_args()
@@ -305,7 +325,7 @@ def main() -> None:
                                 lambda line: print(line, flush=True)))
     runs = pd.concat(frames, ignore_index=True)
     runs.to_csv(out / f"runs_{args.phase}.csv", index=False)
-    text = report(runs, args.reference, PHASE_SPLIT[args.phase])
+    text = report(runs, parse_reference(args.reference, list(runs["dataset"].unique())), PHASE_SPLIT[args.phase])
     if args.phase == "dev":
         text += "\n".join(feedback_report(out, args.phase, name) for name in runs["dataset"].unique())
         choice = variant_choice(runs)
