@@ -11,15 +11,6 @@ from miam.cli.common import format_table, packaged_config
 from miam.config import load_config, parse_override
 from miam.errors import ConfigError
 
-#: dataset name -> (module, raw source class, loader)
-DATASETS = {
-    "geoplant": ("miam.data.benchmarks.geoplant", "GeoPlantSource", "load_geoplant"),
-    "taxabench": ("miam.data.benchmarks.taxabench", "TaxaBenchSource", "load_taxabench"),
-    "satbird": ("miam.data.benchmarks.satbird", "SatBirdSource", "load_satbird"),
-}
-#: loader options that shape the splits or the cache location, not the cache's content
-SPLIT_KEYS = ("split", "block_km", "fractions", "seed", "cache_dir", "workers")
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="turn a published dataset into the fast cache",
@@ -59,7 +50,7 @@ def loader_params(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from miam.data.benchmarks.cached import open_cache
+    from miam.data.benchmarks.cached import SPLIT_OPTIONS, open_cache
     from miam.data.benchmarks.prepare import prepare
     from miam.data.registry import builder, raw_source
 
@@ -69,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     unknown = [k for k in params if k not in valid]
     if unknown:
         raise ConfigError(f"unknown option(s) {unknown} for {args.dataset}; valid options are {valid}.")
-    split = {k: params.pop(k) for k in SPLIT_KEYS if k in params}
+    split = {k: params.pop(k) for k in SPLIT_OPTIONS if k in params}
     cache_root = split.pop("cache_dir", None)
     split.pop("workers", None)
     source = source_class(**params)

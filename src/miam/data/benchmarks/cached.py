@@ -9,9 +9,10 @@ the split files that make a run reproducible.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,9 @@ from miam.data.contract.splits import SPLIT_NAMES, lonlat_to_km, spatial_block_s
 from miam.errors import InvalidParameterError, StaleCacheError
 
 logger = logging.getLogger("miam.data")
+
+#: the options of every benchmark loader that shape its split or place its cache, not the cache's content
+SPLIT_OPTIONS = ("split", "block_km", "fractions", "seed", "cache_dir", "workers")
 
 
 def open_cache(
@@ -79,6 +83,42 @@ def open_cache(
     ds.splits = resolve_splits(ds, cdir, split, block_km, fractions, seed)
     ds.log_report()
     return ds
+
+
+def benchmark_loader(source: type[RawSource]) -> Callable[..., CachedDataset]:
+    """The ``load_<name>`` function of a benchmark: the parameters of ``source``, then
+    :data:`SPLIT_OPTIONS` (with the source's default split), in one explicit signature, so that
+    ``help()``, the registry's parameter check and ``miam prepare`` see every option; it opens
+    the cache through :func:`open_cache`, the one path of the three benchmarks.
+
+    Examples:
+        >>> from miam.data.benchmarks.satbird import load_satbird
+        >>> print(inspect.signature(load_satbird))  # doctest: +ELLIPSIS
+        (root: ..., env_source: ...'csv', ..., *, split='official', block_km=5.0, fractions=(0.7, 0.15, 0.15), seed=0, cache_dir=None, workers=1) -> ...
+    """
+    options = {"split": source.default_split, "block_km": source.default_block_km,
+               "fractions": source.default_fractions, "seed": 0, "cache_dir": None, "workers": 1}
+    own = list(inspect.signature(source).parameters.values())
+    signature = inspect.Signature([*own, *(inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
+                                           for k, v in options.items())], return_annotation="CachedDataset")
+
+    def load(*args: Any, **kwargs: Any) -> CachedDataset:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        params = dict(bound.arguments)
+        split = {k: params.pop(k) for k in SPLIT_OPTIONS}
+        return open_cache(source(**params), split["cache_dir"], split["split"], split["block_km"], split["fractions"],
+                          split["seed"], workers=split["workers"])
+
+    load.__signature__ = signature
+    load.__name__ = load.__qualname__ = f"load_{source.name}"
+    load.__module__ = source.__module__
+    load.__doc__ = (f"{source.title} as a cached :class:`~miam.data.MultimodalDataset`, prepared on first use.\n\n"
+                    f"Takes the parameters of :class:`~{source.__module__}.{source.__name__}`, then the split "
+                    f"(``split``, default {source.default_split!r}; ``block_km``, ``fractions``, ``seed``: see "
+                    f":func:`~miam.data.benchmarks.cached.open_cache`), ``cache_dir`` (default ``root/miam_cache``) "
+                    f"and ``workers`` (processes decoding files while preparing).")
+    return load
 
 
 class RawBatch(MultimodalBatch):

@@ -74,7 +74,7 @@ import numpy as np
 import torch
 
 from miam.data.benchmarks._download import RemoteFile, verify
-from miam.data.benchmarks.cached import CachedDataset, open_cache
+from miam.data.benchmarks.cached import benchmark_loader
 from miam.data.benchmarks.raw import RawSource
 from miam.data.benchmarks.readers import (CorruptFileError, align, check_unique, integer_ids, numeric, read_csv,
                                           read_image)
@@ -126,9 +126,12 @@ class GeoPlantSource(RawSource):
         presences_above: keep species with more than this many presence surveys (paper: 20).
         patch_size: side of the Sentinel-2 patch tokens (divides 128).
         download, checksum: the download ladder (see :mod:`miam.data.benchmarks._download`).
+
+    Its loader splits ``spatial``ly by default, the only split: GeoPlant ships no labelled test split.
     """
 
     name = "geoplant"
+    title = "GeoPlant"
     #: GLC24 Seafile library (malpolon ``download_struct``); the Kaggle zip needs a login instead
     url = "https://lab.plantnet.org/seafile/d/bdb829337aa44a9489f6/files/?p=/PresenceAbsenceSurveys/{}&dl=1"
     #: no checksum is published for the GLC24 files
@@ -305,32 +308,5 @@ class GeoPlantSource(RawSource):
         return out
 
 
-def load_geoplant(
-    root: str | Path,
-    modalities: Sequence[str] = MODALITIES,
-    presences_above: int = 20,
-    patch_size: int = 16,
-    split: str = "spatial",
-    block_km: float = 10.0,
-    fractions: Sequence[float] = (0.8, 0.1, 0.1),
-    seed: int = 0,
-    cache_dir: str | Path | None = None,
-    workers: int = 1,
-    download: bool = False,
-    checksum: bool = False,
-) -> CachedDataset:
-    """GeoPlant as a cached :class:`~miam.data.MultimodalDataset` (prepared on first use).
-
-    Args:
-        root: the extracted GLC24 archive.
-        modalities: any of ``env``, ``climate``, ``landsat``, ``sentinel``.
-        presences_above: keep species with more presences than this (paper: 20).
-        patch_size: Sentinel-2 patch token side.
-        split: ``"spatial"`` (the only one: GeoPlant ships no labelled test split).
-        block_km, fractions, seed: the spatial block split.
-        cache_dir: where the cache goes (default ``root/miam_cache``).
-        workers: processes decoding files while preparing.
-        download, checksum: fetch the metadata if missing (the rest must be extracted by hand).
-    """
-    source = GeoPlantSource(root, modalities, presences_above, patch_size, download, checksum)
-    return open_cache(source, cache_dir, split, block_km, fractions, seed, workers=workers)
+#: GeoPlant as a cached dataset: see :func:`~miam.data.benchmarks.cached.benchmark_loader`
+load_geoplant = benchmark_loader(GeoPlantSource)

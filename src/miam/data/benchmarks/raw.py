@@ -31,6 +31,13 @@ class RawSource(ABC):
 
     #: the dataset's name in the registry and in cache folder names
     name: str = ""
+    #: the benchmark's name in messages and docstrings
+    title: str = ""
+    #: the split its loader makes by default, with the share of each part and the block side in km
+    #: (``spatial``); :func:`~miam.data.benchmarks.cached.open_cache` documents the kinds
+    default_split: str = "spatial"
+    default_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    default_block_km: float = 10.0
 
     def __init__(self, root: str | Path) -> None:
         #: the folder holding the published files

@@ -60,7 +60,7 @@ import pandas as pd
 
 from miam._validation import check_choice
 from miam.data.benchmarks._download import verify
-from miam.data.benchmarks.cached import CachedDataset, open_cache
+from miam.data.benchmarks.cached import benchmark_loader
 from miam.data.benchmarks.raw import RawSource
 from miam.data.benchmarks.readers import CorruptFileError, check_unique, numeric, read_csv
 from miam.data.contract.patches import patch_names, patchify
@@ -108,9 +108,15 @@ class SatBirdSource(RawSource):
         crop: centre crop of the images in pixels (SatBird: 64).
         patch_size: image patch token side (divides ``crop``).
         env_source: ``"csv"`` (split CSV columns) or ``"raster"`` (centre of the env rasters).
+
+    Its loader keeps SatBird's ``official`` split files by default (or ``spatial``: 5 km blocks, 70/15/15).
     """
 
     name = "satbird"
+    title = "SatBird"
+    default_split = "official"
+    default_fractions = (0.7, 0.15, 0.15)
+    default_block_km = 5.0
 
     def __init__(self, root: str | Path, modalities: Sequence[str] = MODALITIES, crop: int = 64,
                  patch_size: int = 16, env_source: str = "csv", download: bool = False,
@@ -261,28 +267,5 @@ class SatBirdSource(RawSource):
         return out
 
 
-def load_satbird(
-    root: str | Path,
-    modalities: Sequence[str] = MODALITIES,
-    crop: int = 64,
-    patch_size: int = 16,
-    env_source: str = "csv",
-    split: str = "official",
-    block_km: float = 5.0,
-    fractions: Sequence[float] = (0.7, 0.15, 0.15),
-    seed: int = 0,
-    cache_dir: str | Path | None = None,
-    workers: int = 1,
-    download: bool = False,
-    checksum: bool = False,
-) -> CachedDataset:
-    """SatBird as a cached :class:`~miam.data.MultimodalDataset` (prepared on first use).
-
-    Args:
-        root: one sub-dataset folder (``USA_summer``, ``USA_winter``, ``Kenya``).
-        modalities, crop, patch_size, env_source: see :class:`SatBirdSource`.
-        split: ``"official"`` (SatBird's split files) or ``"spatial"`` (``block_km`` blocks, ``fractions``).
-        cache_dir: where the cache goes (default ``root/miam_cache``).
-    """
-    source = SatBirdSource(root, modalities, crop, patch_size, env_source, download, checksum)
-    return open_cache(source, cache_dir, split, block_km, fractions, seed, workers=workers)
+#: SatBird as a cached dataset: see :func:`~miam.data.benchmarks.cached.benchmark_loader`
+load_satbird = benchmark_loader(SatBirdSource)

@@ -63,7 +63,7 @@ from PIL import Image
 
 from miam._validation import check_choice
 from miam.data.benchmarks._download import RemoteFile, verify
-from miam.data.benchmarks.cached import CachedDataset, open_cache
+from miam.data.benchmarks.cached import benchmark_loader
 from miam.data.benchmarks.raw import RawSource
 from miam.data.benchmarks.readers import CorruptFileError, align, check_unique, integer_ids, numeric, read_csv
 from miam.data.contract.patches import patch_names, patchify
@@ -213,9 +213,13 @@ class TaxaBenchSource(RawSource):
         embedding_tokens: tokens per embedding (512 must divide by it).
         min_samples: keep species with at least this many observations (paper: 10).
         image_size, patch_size: raw images resized to ``image_size`` and cut into patches.
+
+    Its loader splits ``stratified`` by species by default (the paper's reading), or ``spatial``.
     """
 
     name = "taxabench"
+    title = "TaxaBench-8k"
+    default_split = "stratified"
     #: the hub's files; the embeddings live in the MIAM model repository
     files = (RemoteFile(HUB + TABLE, TABLE), RemoteFile(HUB + ENV_GRID, ENV_GRID),
              RemoteFile("https://huggingface.co/zbirobin/MIAM/resolve/main/" + EMBEDDINGS, EMBEDDINGS))
@@ -386,31 +390,5 @@ class TaxaBenchSource(RawSource):
         return out
 
 
-def load_taxabench(
-    root: str | Path,
-    modalities: Sequence[str] = MODALITIES,
-    features: str = "embeddings",
-    embedding_tokens: int = 1,
-    min_samples: int = 10,
-    image_size: int = 64,
-    patch_size: int = 16,
-    split: str = "stratified",
-    block_km: float = 10.0,
-    fractions: Sequence[float] = (0.8, 0.1, 0.1),
-    seed: int = 0,
-    cache_dir: str | Path | None = None,
-    workers: int = 1,
-    download: bool = False,
-    checksum: bool = False,
-) -> CachedDataset:
-    """TaxaBench-8k as a cached :class:`~miam.data.MultimodalDataset` (prepared on first use).
-
-    Args:
-        root: the dataset folder.
-        modalities, features, embedding_tokens, min_samples, image_size, patch_size: see :class:`TaxaBenchSource`.
-        split: ``"stratified"`` (by species, the paper's reading) or ``"spatial"``.
-        cache_dir: where the cache goes (default ``root/miam_cache``).
-    """
-    source = TaxaBenchSource(root, modalities, features, embedding_tokens, min_samples, image_size, patch_size,
-                             download, checksum)
-    return open_cache(source, cache_dir, split, block_km, fractions, seed, workers=workers)
+#: TaxaBench-8k as a cached dataset: see :func:`~miam.data.benchmarks.cached.benchmark_loader`
+load_taxabench = benchmark_loader(TaxaBenchSource)

@@ -43,16 +43,20 @@ def coord_columns(df: pd.DataFrame, x: str | None, y: str | None, path: Path,
 
 def coordinates(df: pd.DataFrame, x: str, y: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
     """x and y as float64; an empty or non-numeric coordinate raises, naming the line."""
-    out = []
-    for c in (x, y):
-        v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
-        bad = ~np.isfinite(v)
-        if bad.any():
-            lines = (np.flatnonzero(bad) + 2).tolist()
-            raise DataFormatError(f"{path}: column {c!r} has {int(bad.sum())} empty or non-numeric coordinate(s) "
-                                  f"(lines {lines[:10]}).")
-        out.append(v)
-    return out[0], out[1]
+    return (finite_column(df, x, path, "column", "coordinate(s)"),
+            finite_column(df, y, path, "column", "coordinate(s)"))
+
+
+def finite_column(df: pd.DataFrame, column: str, path: Path, label: str, unit: str, hint: str = "") -> np.ndarray:
+    """``df[column]`` as float64; an empty or non-numeric cell raises, naming the column and the lines
+    (``"{path}: {label} {column!r} has N empty or non-numeric {unit} (lines [...]){hint}."``)."""
+    v = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(v)
+    if bad.any():
+        lines = (np.flatnonzero(bad) + 2).tolist()
+        raise DataFormatError(f"{path}: {label} {column!r} has {int(bad.sum())} empty or non-numeric {unit} "
+                              f"(lines {lines[:10]}){hint}.")
+    return v
 
 
 def wide_targets(df: pd.DataFrame, patterns: Sequence[str], path: Path) -> tuple[np.ndarray, list[str]]:
@@ -64,13 +68,7 @@ def wide_targets(df: pd.DataFrame, patterns: Sequence[str], path: Path) -> tuple
     columns = select_columns(df, patterns, [], [], path, "targets.species")
     out = np.zeros((len(df), len(columns)), dtype=np.float32)
     for j, c in enumerate(columns):
-        v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
-        bad = ~np.isfinite(v)
-        if bad.any():
-            lines = (np.flatnonzero(bad) + 2).tolist()
-            raise DataFormatError(f"{path}: species column {c!r} has {int(bad.sum())} empty or non-numeric "
-                                  f"cell(s) (lines {lines[:10]}); give 0 for an absence.")
-        out[:, j] = v > 0
+        out[:, j] = finite_column(df, c, path, "species column", "cell(s)", "; give 0 for an absence") > 0
     return out, columns
 
 
