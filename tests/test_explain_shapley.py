@@ -43,7 +43,8 @@ class ToyModel(nn.Module):
     def values(self, batch) -> torch.Tensor:
         return torch.cat([batch.tokens[s.name].reshape(batch.batch_size, s.n_tokens) for s in self.specs], 1)
 
-    def forward_subsets(self, batch, masks: torch.Tensor) -> torch.Tensor:
+    def forward_subsets(self, batch, masks: torch.Tensor, max_rows: int | None = None) -> torch.Tensor:
+        """One pass whatever ``max_rows``: the toy is small."""
         present = batch.present_flat([s.name for s in self.specs])
         vis = (present & (masks if masks.ndim == 3 else masks.unsqueeze(1))).float()   # [S, B, T]
         x = self.values(batch)
