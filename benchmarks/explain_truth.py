@@ -33,13 +33,14 @@ from miam.explain.truth import spearman
 def check_estimator(module, dataset, args: argparse.Namespace) -> None:
     """Sampled vs exact token Shapley values of one modality on the same samples."""
     data = subsample(dataset.split("test"), args.exact_samples, seed=1)
-    explainer = ShapleyTokens(module.model, module.task)
     start = time.perf_counter()
-    exact = explainer.attribute(data, args.check_exact, others=args.others, method="exact", n_boot=0)
+    exact = ShapleyTokens(module.model, module.task, method="exact", n_boot=0).attribute(
+        data, args.check_exact, others=args.others)
     t_exact = time.perf_counter() - start
     start = time.perf_counter()
-    sampled = explainer.attribute(data, args.check_exact, others=args.others, tolerance=args.tolerance,
-                                  max_permutations=args.max_permutations, progress=False)
+    sampled = ShapleyTokens(module.model, module.task, tolerance=args.tolerance,
+                            max_permutations=args.max_permutations, progress=False).attribute(
+        data, args.check_exact, others=args.others)
     t_sampled = time.perf_counter() - start
     z = (sampled.values - exact.values) / np.maximum(sampled.se, 1e-12)
     print(f"\nestimator check on {args.check_exact} ({n_samples(data)} samples): exact "

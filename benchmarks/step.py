@@ -5,8 +5,9 @@ the same model run as the full sequence, ``collapse_hidden="never"``, the cost b
 collapse; ``drop``: hidden tokens left out), prints
   * MIAM training step (draw p, token mask, forward, backward, AdamW step) / the same
     step with no masking (every present token visible);
-  * all M unimodal validation passes / one full validation pass: in chunks of at most
-    ``device_max_rows`` rows (what validation runs), batched in one forward, and one by one;
+  * all M unimodal validation passes / one full validation pass: in passes of at most
+    ``device_max_rows`` rows (``forward_subsets``' default, what validation runs), batched
+    in one forward, and one by one;
 then the cost per row of an evaluation pass at several rows per pass on this device
 (``row_costs``), which justifies the CPU default and picks the rows per pass elsewhere.
 
@@ -25,7 +26,7 @@ import torch
 from miam.data.synthetic import make_dataset
 from miam.masking import get_strategy, token_mask
 from miam.models import TaskLoss, TokenModel
-from miam.models.chunked import CPU_MAX_ROWS, MEASURED_ROWS, device_max_rows, forward_subsets_chunked, row_costs
+from miam.models.token_model import CPU_MAX_ROWS, MEASURED_ROWS, device_max_rows, row_costs
 
 
 #: benchmark mode -> TokenModel options
@@ -102,8 +103,8 @@ def main() -> None:
         with torch.no_grad():
             t_full, t_chunk, t_uni, t_loop = timeit([
                 lambda: model.forward_subsets(eval_batch, full),
-                lambda: forward_subsets_chunked(model, eval_batch, uni),
                 lambda: model.forward_subsets(eval_batch, uni),
+                lambda: model.forward_subsets(eval_batch, uni, max_rows=len(uni) * eval_batch.batch_size),
                 lambda: [model(eval_batch, m.expand(eval_batch.batch_size, -1)) for m in uni],
             ], args.repeats, device)
         print(f"{mode:12s} {t_miam * 1e3:8.1f} {t_plain * 1e3:10.1f} {t_miam / t_plain:6.2f} | "

@@ -117,8 +117,9 @@ def token_shapley(args: argparse.Namespace) -> None:
         for mode in ("never", "eval"):
             model.collapse_hidden = mode
             start = time.perf_counter()
-            res = ShapleyTokens(model).attribute(test, modality, value="local", tolerance=1e-12,
-                                                 max_permutations=args.permutations, progress=False, seed=0)
+            explainer = ShapleyTokens(model, tolerance=1e-12, max_permutations=args.permutations, progress=False,
+                                      seed=0)
+            res = explainer.attribute(test, modality, value="local")
             runs[mode] = (time.perf_counter() - start, res)
         (t_full, full), (t_coll, coll) = runs["never"], runs["eval"]
         print(f"{modality:<10} {coll.n_evaluations:>10} {t_full:>9.2f} {t_coll:>9.2f} {t_coll / t_full:>6.2f} "

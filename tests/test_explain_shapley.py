@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+import pydoc
+
 import numpy as np
 import pytest
 import torch
@@ -43,7 +46,8 @@ class ToyModel(nn.Module):
     def values(self, batch) -> torch.Tensor:
         return torch.cat([batch.tokens[s.name].reshape(batch.batch_size, s.n_tokens) for s in self.specs], 1)
 
-    def forward_subsets(self, batch, masks: torch.Tensor) -> torch.Tensor:
+    def forward_subsets(self, batch, masks: torch.Tensor, max_rows: int | None = None) -> torch.Tensor:
+        """One pass whatever ``max_rows``: the toy is small."""
         present = batch.present_flat([s.name for s in self.specs])
         vis = (present & (masks if masks.ndim == 3 else masks.unsqueeze(1))).float()   # [S, B, T]
         x = self.values(batch)
@@ -94,9 +98,8 @@ def test_exact_modality_shapley_matches_the_closed_form_at_every_batching(toy, b
 @pytest.mark.parametrize("batch_size", [5, 64])
 def test_token_shapley_matches_the_closed_form(toy, method, batch_size):
     model, ds = toy
-    res = ShapleyTokens(model, batch_size=batch_size).attribute(
-        ds, "env", others="visible", value="local", output="logit", outputs=["species_1"], method=method,
-        max_permutations=32, progress=False)
+    res = ShapleyTokens(model, batch_size=batch_size, method=method, max_permutations=32, progress=False).attribute(
+        ds, "env", others="visible", value="local", output="logit", outputs=["species_1"])
     want = closed_form(model, ds)[:, 0:3, 1:2]
     # 'Q2' is always visible, so 'rain' takes the whole interaction term, not half of it.
     want[:, 1, 0] += BETA / 2 * ds.tokens["env"][:, 1, 0] * ds.tokens["clim"][:, 1, 0]
@@ -130,9 +133,8 @@ def test_global_modality_shapley_is_efficient_with_v_none_one_half(toy):
 
 def test_global_token_shapley_sampled_agrees_with_exact_and_adds_up(toy):
     model, ds = toy
-    explainer = ShapleyTokens(model)
-    exact = explainer.attribute(ds, "sat", method="exact", n_boot=0)
-    sampled = explainer.attribute(ds, "sat", max_permutations=400, tolerance=1e-3, progress=False, seed=1)
+    exact = ShapleyTokens(model, method="exact", n_boot=0).attribute(ds, "sat")
+    sampled = ShapleyTokens(model, max_permutations=400, tolerance=1e-3, progress=False, seed=1).attribute(ds, "sat")
     assert exact.efficiency_gap() < 1e-12 and sampled.efficiency_gap() < 1e-12
     assert np.all(np.abs(sampled.values - exact.values) <= 4 * sampled.se + 1e-9)
     assert float(sampled.v_none) == 0.5          # every token hidden: no model call
@@ -141,7 +143,7 @@ def test_global_token_shapley_sampled_agrees_with_exact_and_adds_up(toy):
 def test_multiclass_v_none_is_scored(toy):
     model, _ = toy
     ds = toy_data(kind="multiclass")
-    res = ShapleyModalities(model, ds.task).attribute(ds, n_boot=0)
+    res = ShapleyModalities(model, ds.task, n_boot=0).attribute(ds)
     batch = ds.__getitems__(list(range(len(ds))))
     with torch.no_grad():   # every token hidden: one constant prediction, scored as top-1 on the targets
         hidden = model.forward_subsets(batch, torch.zeros(1, T, dtype=torch.bool))[0].argmax(dim=-1)
@@ -202,8 +204,34 @@ def test_clear_errors_for_bad_requests(toy):
         explainer.attribute(ds, "env", value="local", outputs=[7])
     with pytest.raises(InvalidParameterError, match="'others' parameter"):
         explainer.attribute(ds, "env", others="some")
+    with pytest.raises(InvalidParameterError, match="'method' parameter of ShapleyTokens"):
+        ShapleyTokens(model, method="kernel")
+    with pytest.raises(InvalidParameterError, match="ShapleyTokens: tolerance must be > 0, got 0"):
+        ShapleyTokens(model, tolerance=0)
     with pytest.raises(InvalidParameterError, match="unknown scope \\['landsat'\\]"):
         robustness_curves(model, ds, scopes=["landsat"])
+
+
+def test_estimation_settings_in_the_constructor_the_question_in_attribute(toy):
+    model, ds = toy
+    assert list(inspect.signature(ShapleyTokens.attribute).parameters) == [
+        "self", "data", "modality", "tokens", "others", "value", "outputs", "output"]
+    assert list(inspect.signature(ShapleyModalities.attribute).parameters) == ["self", "data", "value", "outputs",
+                                                                               "output"]
+    settings = {"method": "permutation", "tolerance": None, "max_permutations": 256, "pairs_per_round": 8,
+                "n_boot": 200, "seed": 0, "progress": True}
+    for cls, names in ((ShapleyTokens, settings), (ShapleyModalities, ["n_boot", "seed"])):
+        params = inspect.signature(cls).parameters
+        assert {n: params[n].default for n in names} == {n: settings[n] for n in names}
+        page = pydoc.render_doc(cls, renderer=pydoc.plaintext)           # what help() prints
+        assert all(f"{n}: " in page.split("Args:")[1] for n in names)   # each one documented
+    explainer = ShapleyTokens(model, method="exact", tolerance=None, seed=3)      # stored unchanged, sklearn-style
+    assert (explainer.method, explainer.tolerance, explainer.seed) == ("exact", None, 3)
+    # the settings act: two seeds draw different permutations, the same seed the same values
+    draws = [ShapleyTokens(model, max_permutations=8, tolerance=1e-9, progress=False, seed=s).attribute(ds, "sat")
+             for s in (0, 0, 1)]
+    assert np.array_equal(draws[0].values, draws[1].values) and not np.array_equal(draws[0].values, draws[2].values)
+    assert draws[0].extra == {"stopped_by": "budget", "n_permutations": 8}
 
 
 def test_model_and_data_from_different_specs_are_refused():

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from miam.data.synthetic import make_dataset
+from miam.data.synthetic.generator import make_dataset
 from miam.errors import InvalidParameterError, ShapeError
 from miam.models import TaskLoss, TokenModel, build_model, full_weighted_bce
-from miam.models.chunked import CPU_MAX_ROWS, device_max_rows, forward_subsets_chunked, pick_rows, row_costs
+from miam.models.token_model import CPU_MAX_ROWS, device_max_rows, pick_rows, row_costs
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +42,35 @@ def test_forward_subsets_equals_one_pass_per_subset(ds, hidden):
     batch = ds.__getitems__(list(range(10)))
     masks = torch.rand(5, model.n_tokens) > 0.5
     masks[0] = False
-    together = model.forward_subsets(batch, masks)
+    together = model.forward_subsets(batch, masks, max_rows=50)
     for s in range(5):
         one = model(batch, masks[s].expand(10, -1))
         assert torch.allclose(together[s], one, atol=1e-5)
-    for max_rows in (1, 20, 30, 10_000):                  # 1, 2, 3 or all 5 masks a pass
-        assert torch.allclose(forward_subsets_chunked(model, batch, masks, max_rows), together, atol=1e-5)
+
+
+@pytest.mark.parametrize("architecture", ["token", "late_fusion"])
+def test_forward_subsets_runs_in_passes_of_max_rows(ds, architecture):
+    torch.manual_seed(0)
+    model = build_model(ds.specs, ds.task, architecture, d_model=16, depth=1, heads=2).eval()
+    batch = ds.__getitems__(list(range(10)))
+    shared = torch.rand(5, model.n_tokens) > 0.5
+    per_sample = torch.rand(5, 10, model.n_tokens) > 0.5
+    # the token model embeds once and runs its head once a pass; late fusion embeds each modality once a pass
+    tokenizer = model.tokenizers["env"] if architecture == "token" else model.encoders["env"].tokenizers["env"]
+    per_pass = model.head if architecture == "token" else tokenizer
+    for masks in (shared, per_sample):
+        with torch.no_grad():
+            one_pass = model.forward_subsets(batch, masks, max_rows=50)
+        for max_rows, passes in ((1, 5), (20, 3), (30, 2), (None, 1)):   # 1, 2 or 3 masks a pass; CPU: 256 rows
+            calls = {"embed": 0, "pass": 0}
+            hooks = [tokenizer.register_forward_hook(lambda *_: calls.__setitem__("embed", calls["embed"] + 1)),
+                     per_pass.register_forward_hook(lambda *_: calls.__setitem__("pass", calls["pass"] + 1))]
+            with torch.no_grad():
+                logits = model.forward_subsets(batch, masks, max_rows)
+            for hook in hooks:
+                hook.remove()
+            torch.testing.assert_close(logits, one_pass, atol=1e-6, rtol=0)
+            assert calls == {"embed": 1 if architecture == "token" else passes, "pass": passes}
 
 
 def test_drop_mode_packs_visible_tokens(ds):

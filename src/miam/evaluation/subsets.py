@@ -6,7 +6,6 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
@@ -15,7 +14,6 @@ from miam.data.contract.batch import MultimodalBatch
 from miam.data.contract.spec import ModalitySpec, TaskSpec
 from miam.errors import InvalidParameterError, ShapeError
 from miam.evaluation.configs import InputConfig
-from miam.models.chunked import forward_subsets_chunked
 from miam.scores import METRIC_NAMES, samples_f1_topk, task_score
 
 Subset = Sequence[str] | Tensor
@@ -61,17 +59,17 @@ def subset_label(subset: Sequence[str]) -> str:
 class SubsetEvaluator:
     """Evaluate a model on modality subsets or arbitrary token masks, batched.
 
-    Each data batch is embedded once and the encoder runs on all masks of a chunk in
-    one forward pass (``model.forward_subsets``). Missing data stays hidden in every
+    Each data batch goes through the model's ``forward_subsets``, which embeds it once and
+    runs the encoder on many masks per forward pass. Missing data stays hidden in every
     subset.
 
     Args:
-        model: a miam model (``TokenModel`` or one with the same ``forward_subsets``).
+        model: a miam model (``TokenModel`` or one with the same ``forward_subsets(batch, masks, max_rows)``).
         task: the task, for the metric.
         groups: optional modality grouping; subsets are then named by group.
         batch_size: samples per data batch.
         max_rows: most (subset x sample) rows in one forward pass; None picks
-            :func:`miam.models.chunked.device_max_rows` for the model's device (256 on CPU,
+            :func:`miam.models.token_model.device_max_rows` for the model's device (256 on CPU,
             where the cost per row grows with the rows of a pass; measured once on a GPU).
 
     Masks are scored in order of their number of visible tokens, so that with
@@ -141,7 +139,7 @@ class SubsetEvaluator:
                 if rows.ndim == 3 and rows.shape[1] != batch.batch_size:
                     raise ShapeError(f"Expected per-sample masks [S, N, T] with N >= {offset}, "
                                      f"got {list(masks.shape)}.")
-                out.append(forward_subsets_chunked(self.model, batch, rows, self.max_rows).float().cpu())
+                out.append(self.model.forward_subsets(batch, rows, self.max_rows).float().cpu())
                 targets.append(batch.target.cpu())
         finally:
             self.model.train(was_training)

@@ -174,16 +174,17 @@ def explain_model(
     seconds["robustness"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    modality_values = ShapleyModalities(model, task, groups, batch_size).attribute(data, n_boot=n_boot, seed=seed)
+    modalities_explainer = ShapleyModalities(model, task, groups, batch_size=batch_size, n_boot=n_boot, seed=seed)
+    modality_values = modalities_explainer.attribute(data)
     seconds["shapley_modalities"] = time.perf_counter() - start
 
-    explainer = ShapleyTokens(model, task, None, batch_size)
+    explainer = ShapleyTokens(model, task, batch_size=batch_size, tolerance=tolerance,
+                              max_permutations=max_permutations, pairs_per_round=pairs_per_round, seed=seed,
+                              progress=progress)
     tokens = {}
     for name in chosen:
         start = time.perf_counter()
-        tokens[name] = explainer.attribute(data, name, others=others, tolerance=tolerance,
-                                           max_permutations=max_permutations, pairs_per_round=pairs_per_round,
-                                           seed=seed, progress=progress)
+        tokens[name] = explainer.attribute(data, name, others=others)
         seconds[f"shapley_{name}"] = time.perf_counter() - start
     agreement = truth_agreement(modality_values, tokens, truth) if truth else None
     return Explanation(list(model.specs), task, list(evaluator.names), n_samples(data), table, summary, curves,

@@ -23,7 +23,7 @@ Values are never rounded before differencing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,7 @@ from miam.data.contract.spec import TaskSpec
 from miam.errors import InvalidParameterError, check_names
 from miam.evaluation.functional import (
     MAX_EXACT_PLAYERS,
+    PermutationEstimate,
     all_coalitions,
     batched_scores,
     coalition_masks,
@@ -229,19 +230,28 @@ class ShapleyModalities(_Explainer):
         groups: optional ``{group: [modalities]}``; groups are then the players.
         batch_size: as in :class:`~miam.evaluation.subsets.SubsetEvaluator`.
         max_rows: as in :class:`~miam.evaluation.subsets.SubsetEvaluator`.
+        n_boot: bootstrap resamples of the samples for the standard errors of global
+            values (0: none); the values themselves use every sample.
+        seed: seeds the bootstrap.
 
     Examples:
-        >>> from miam.data.synthetic.generator import make_dataset
+        >>> from miam.data.synthetic import make_dataset
         >>> from miam.models import build_model
         >>> ds = make_dataset(seed=0, n_sites=120)
         >>> model = build_model(ds.specs, ds.task, d_model=16, depth=1, heads=2)
-        >>> res = ShapleyModalities(model).attribute(ds, n_boot=10)
+        >>> res = ShapleyModalities(model, n_boot=10).attribute(ds)
         >>> res.players, res.efficiency_gap() < 1e-12
         (['env', 'climate', 'satellite'], True)
     """
 
+    def __init__(self, model: torch.nn.Module, task: TaskSpec | None = None,
+                 groups: Mapping[str, Sequence[str]] | None = None, *, batch_size: int = 512,
+                 max_rows: int | None = None, n_boot: int = 200, seed: int = 0) -> None:
+        super().__init__(model, task, groups, batch_size, max_rows)
+        self.n_boot, self.seed = n_boot, seed
+
     def attribute(self, data: Any, value: str = "global", outputs: Sequence[str | int] | None = None,
-                  output: str = "prob", n_boot: int = 200, seed: int = 0) -> ShapleyResult:
+                  output: str = "prob") -> ShapleyResult:
         """Shapley values of every modality on ``data``.
 
         Args:
@@ -249,16 +259,14 @@ class ShapleyModalities(_Explainer):
             value: ``"global"`` (task metric) or ``"local"`` (output per sample).
             outputs: for local values, which outputs (names or indices; default all).
             output: for local values, ``"prob"`` or ``"logit"``.
-            n_boot: bootstrap resamples of the samples for the standard errors of global
-                values (0: none); the values themselves use every sample.
-            seed: seeds the bootstrap.
         """
         names = self.evaluator.names
         p = len(names)
         if p > MAX_EXACT_PLAYERS:
             raise InvalidParameterError(f"Exact Shapley over {p} modalities needs 2^{p} subsets; "
                                         f"at most {MAX_EXACT_PLAYERS} are supported.")
-        fn, metric, out_names = self._value_fn(data, value, outputs, output, n_boot if value == "global" else 0, seed)
+        n_boot = self.n_boot if value == "global" else 0
+        fn, metric, out_names = self._value_fn(data, value, outputs, output, n_boot, self.seed)
         coalitions = all_coalitions(p)
         masks = coalition_masks(coalitions, self.evaluator.token_group, others_visible=False)
         values = fn(masks)                                                   # one batched sweep
@@ -278,6 +286,20 @@ class ShapleyModalities(_Explainer):
                              fn.n_evaluations, outputs=out_names, ids=_ids(data))
 
 
+@dataclass
+class _Estimate:
+    """What one estimator found: values and SEs ``[P]`` (global) or ``[P, N, O]`` (local), the
+    values of the full and empty coalitions, and how they were obtained."""
+
+    values: Tensor
+    se: Tensor
+    v_all: Tensor
+    v_none: Tensor
+    estimator: str
+    se_kind: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
 class ShapleyTokens(_Explainer):
     """Shapley values of the tokens of one modality: each variable, time segment or image patch.
 
@@ -287,8 +309,47 @@ class ShapleyTokens(_Explainer):
     when the largest standard error is below ``tolerance`` or the budget is spent.
     ``method="exact"`` enumerates all 2^P coalitions instead (small P only).
 
-    Args: as :class:`ShapleyModalities`.
+    The constructor takes how to estimate; :meth:`attribute` what to explain.
+
+    Args:
+        model: a miam model with ``forward_subsets`` (``TokenModel``).
+        task: defaults to ``model.task``.
+        batch_size: as in :class:`~miam.evaluation.subsets.SubsetEvaluator`.
+        max_rows: as in :class:`~miam.evaluation.subsets.SubsetEvaluator`.
+        method: ``"permutation"`` (sampled) or ``"exact"`` (2^P coalitions).
+        tolerance: stop when the largest SE is below it (default None: 0.002 for global
+            values, 0.01 for local ones).
+        max_permutations: the sampling budget.
+        pairs_per_round: antithetic pairs scored per round (their chains go through the
+            model together).
+        n_boot: bootstrap resamples for the SE of global exact values.
+        seed: seeds the permutations and the bootstrap.
+        progress: show a progress bar over permutations.
+
+    Raises:
+        InvalidParameterError: an unknown ``method``, or a ``tolerance`` that is not > 0.
+
+    Examples:
+        >>> from miam.data.synthetic import make_dataset
+        >>> from miam.models import build_model
+        >>> ds = make_dataset(seed=0, n_sites=120)
+        >>> model = build_model(ds.specs, ds.task, d_model=16, depth=1, heads=2)
+        >>> explainer = ShapleyTokens(model, max_permutations=16, progress=False)
+        >>> res = explainer.attribute(ds, "climate", others="visible")
+        >>> res.players[:3], res.efficiency_gap() < 1e-12
+        (['Jan', 'Feb', 'Mar'], True)
     """
+
+    def __init__(self, model: torch.nn.Module, task: TaskSpec | None = None, *, batch_size: int = 512,
+                 max_rows: int | None = None, method: str = "permutation", tolerance: float | None = None,
+                 max_permutations: int = 256, pairs_per_round: int = 8, n_boot: int = 200, seed: int = 0,
+                 progress: bool = True) -> None:
+        check_choice(type(self).__name__, "method", method, METHODS)
+        if tolerance is not None and not tolerance > 0:
+            raise InvalidParameterError(f"{type(self).__name__}: tolerance must be > 0, got {tolerance!r}.")
+        super().__init__(model, task, None, batch_size, max_rows)
+        self.method, self.tolerance, self.n_boot, self.seed = method, tolerance, n_boot, seed
+        self.max_permutations, self.pairs_per_round, self.progress = max_permutations, pairs_per_round, progress
 
     def players(self, modality: str, tokens: Sequence[str] | None = None) -> tuple[list[str], Tensor]:
         """The player names and each token's player index ``[T]`` (-1: not a player)."""
@@ -307,10 +368,8 @@ class ShapleyTokens(_Explainer):
         return names, player
 
     def attribute(self, data: Any, modality: str, tokens: Sequence[str] | None = None, others: str = "hidden",
-                  value: str = "global", outputs: Sequence[str | int] | None = None, output: str = "prob",
-                  method: str = "permutation", tolerance: float | None = None, max_permutations: int = 256,
-                  pairs_per_round: int = 8, n_boot: int = 200, seed: int = 0,
-                  progress: bool = True) -> ShapleyResult:
+                  value: str = "global", outputs: Sequence[str | int] | None = None,
+                  output: str = "prob") -> ShapleyResult:
         """Shapley values of the tokens of ``modality`` on ``data``.
 
         Args:
@@ -322,84 +381,95 @@ class ShapleyTokens(_Explainer):
             value: as in :meth:`ShapleyModalities.attribute`.
             outputs: as in :meth:`ShapleyModalities.attribute`.
             output: as in :meth:`ShapleyModalities.attribute`.
-            method: ``"permutation"`` (sampled) or ``"exact"`` (2^P coalitions).
-            tolerance: stop when the largest SE is below it (default 0.002 for global
-                values, 0.01 for local ones).
-            max_permutations: the sampling budget.
-            pairs_per_round: antithetic pairs scored per round (their chains go through the
-                model together).
-            n_boot: bootstrap resamples for the SE of global exact values.
-            seed: seeds the permutations and the bootstrap.
-            progress: show a progress bar over permutations.
         """
-        owner = type(self).__name__
-        check_choice(owner, "others", others, OTHERS)
-        check_choice(owner, "method", method, METHODS)
+        check_choice(type(self).__name__, "others", others, OTHERS)
         names, player = self.players(modality, tokens)
-        p = len(names)
-        tol = DEFAULT_TOLERANCE[value] if tolerance is None and value in DEFAULT_TOLERANCE else tolerance
-        boot = n_boot if (method == "exact" and value == "global") else 0
-        fn, metric, out_names = self._value_fn(data, value, outputs, output, boot, seed)
-        visible = others == "visible"
-        game = lambda c: fn(coalition_masks(c, player, visible))  # noqa: E731
-        common = dict(players=names, value=value, metric=metric, modality=modality, others=others,
-                      outputs=out_names, ids=_ids(data) if value == "local" else None)
-        if method == "exact":
-            if p > MAX_EXACT_PLAYERS:
-                raise InvalidParameterError(f"{owner}: exact Shapley over {p} tokens needs 2^{p} coalitions; "
-                                            f"use method='permutation'.")
-            values = game(all_coalitions(p))
-            phi = exact_shapley(values)
-            if value == "global" and values.ndim == 2:
-                se = phi[:, 1:].std(dim=1, correction=1) if phi.shape[1] > 2 else torch.zeros(p)
-                phi, values = phi[:, 0], values[:, 0]
-                se_kind = f"bootstrap over samples ({boot} resamples)"
-            else:
-                se, se_kind = torch.zeros_like(phi), "none (exact)"
-            if value == "local":
-                phi, se = phi.movedim(0, 1), se.movedim(0, 1)
-            return ShapleyResult(values=phi.numpy(), se=se.numpy(), v_all=values[-1].numpy(),
-                                 v_none=values[0].numpy(), se_kind=se_kind, n_evaluations=fn.n_evaluations,
-                                 estimator=f"exact over all 2^{p} = {2**p} coalitions of {modality} tokens",
-                                 **common)
-        if tol is None or not tol > 0:
-            raise InvalidParameterError(f"{owner}: tolerance must be > 0, got {tolerance!r}.")
+        boot = self.n_boot if (self.method == "exact" and value == "global") else 0
+        fn, metric, out_names = self._value_fn(data, value, outputs, output, boot, self.seed)
+
+        def game(coalitions: Tensor) -> Tensor:
+            return fn(coalition_masks(coalitions, player, others == "visible"))
+
+        if self.method == "exact":
+            est = self._exact(game, len(names), modality, boot)
+        else:
+            est = self._sampled(game, len(names), modality, DEFAULT_TOLERANCE[value])
+        values, se = (est.values, est.se) if value == "global" else (est.values.movedim(0, 1), est.se.movedim(0, 1))
+        return ShapleyResult(names, values.numpy(), se.numpy(), est.v_all.numpy(), est.v_none.numpy(), value, metric,
+                             est.estimator, est.se_kind, fn.n_evaluations, modality, others, out_names,
+                             _ids(data) if value == "local" else None, est.extra)
+
+    def _exact(self, game: Callable[[Tensor], Tensor], p: int, modality: str, boot: int) -> _Estimate:
+        """All 2^P coalitions in one sweep; bootstrap SEs where the game gives resampled columns."""
+        if p > MAX_EXACT_PLAYERS:
+            raise InvalidParameterError(f"{type(self).__name__}: exact Shapley over {p} tokens needs 2^{p} "
+                                        f"coalitions; use method='permutation'.")
+        values = game(all_coalitions(p))
+        phi = exact_shapley(values)
+        if boot:                                       # global values with resamples: [2^P, 1 + n_boot]
+            se = phi[:, 1:].std(dim=1, correction=1) if phi.shape[1] > 2 else torch.zeros(p)
+            phi, values = phi[:, 0], values[:, 0]
+            se_kind = f"bootstrap over samples ({boot} resamples)"
+        else:
+            se, se_kind = torch.zeros_like(phi), "none (exact)"
+        return _Estimate(phi, se, values[-1], values[0],
+                         f"exact over all 2^{p} = {2**p} coalitions of {modality} tokens", se_kind)
+
+    def _sampled(self, game: Callable[[Tensor], Tensor], p: int, modality: str, default_tolerance: float
+                 ) -> _Estimate:
+        """Antithetic permutation sampling until the largest SE is below the tolerance or the budget is spent."""
+        tol = default_tolerance if self.tolerance is None else self.tolerance
         ends = game(torch.stack([torch.zeros(p, dtype=torch.bool), torch.ones(p, dtype=torch.bool)]))
-        bar = tqdm(total=max_permutations, desc=f"Shapley {modality}", unit="perm", disable=not progress, leave=False)
+        est = self._permutations(game, p, modality, ends, tol)
+        worst = float(est.se.max())
+        rule = (f"max SE {worst:.2g} < tolerance {tol:g}" if est.stopped_by == "precision"
+                else f"budget of {self.max_permutations} permutations spent, max SE {worst:.2g}")
+        estimator = (f"permutation sampling with antithetic pairs: {est.n_permutations} permutations of "
+                     f"{p} {modality} tokens, stopped by {est.stopped_by} ({rule}); each permutation's "
+                     f"marginals sum exactly to v(all) - v(none)")
+        return _Estimate(est.values, est.se, ends[1], ends[0], estimator,
+                         "permutation sampling (spread of antithetic pair means)",
+                         {"stopped_by": est.stopped_by, "n_permutations": est.n_permutations})
+
+    def _permutations(self, game: Callable[[Tensor], Tensor], p: int, modality: str, ends: Tensor,
+                      tol: float) -> PermutationEstimate:
+        """:func:`~miam.evaluation.functional.permutation_shapley` behind a progress bar."""
+        bar = tqdm(total=self.max_permutations, desc=f"Shapley {modality}", unit="perm", disable=not self.progress,
+                   leave=False)
 
         def on_round(n_perm: int, worst: float) -> None:
             bar.update(n_perm - bar.n)
             bar.set_postfix(max_se=f"{worst:.2g}")
 
         try:
-            est = permutation_shapley(game, p, ends[0], ends[1], tol, max_permutations, pairs_per_round,
-                                      generator=torch.Generator().manual_seed(seed), on_round=on_round)
+            return permutation_shapley(game, p, ends[0], ends[1], tol, self.max_permutations, self.pairs_per_round,
+                                       generator=torch.Generator().manual_seed(self.seed), on_round=on_round)
         finally:
             bar.close()
-        worst = float(est.se.max())
-        rule = (f"max SE {worst:.2g} < tolerance {tol:g}" if est.stopped_by == "precision"
-                else f"budget of {max_permutations} permutations spent, max SE {worst:.2g}")
-        estimator = (f"permutation sampling with antithetic pairs: {est.n_permutations} permutations of "
-                     f"{p} {modality} tokens, stopped by {est.stopped_by} ({rule}); each permutation's "
-                     f"marginals sum exactly to v(all) - v(none)")
-        phi, se = est.values, est.se
-        if value == "local":
-            phi, se = phi.movedim(0, 1), se.movedim(0, 1)
-        return ShapleyResult(values=phi.numpy(), se=se.numpy(), v_all=ends[1].numpy(), v_none=ends[0].numpy(),
-                             estimator=estimator, se_kind="permutation sampling (spread of antithetic pair means)",
-                             n_evaluations=fn.n_evaluations, extra={"stopped_by": est.stopped_by,
-                                                                    "n_permutations": est.n_permutations},
-                             **common)
 
 
 def shapley_modalities(model: torch.nn.Module, data: Any, task: TaskSpec | None = None,
-                       groups: Mapping[str, Sequence[str]] | None = None, batch_size: int = 512,
-                       **kwargs: Any) -> ShapleyResult:
-    """Exact Shapley values of the modalities: ``ShapleyModalities(...).attribute(data, **kwargs)``."""
-    return ShapleyModalities(model, task, groups, batch_size).attribute(data, **kwargs)
+                       groups: Mapping[str, Sequence[str]] | None = None, batch_size: int = 512, *,
+                       value: str = "global", outputs: Sequence[str | int] | None = None, output: str = "prob",
+                       n_boot: int = 200, seed: int = 0) -> ShapleyResult:
+    """Exact Shapley values of the modalities in one call: :class:`ShapleyModalities` built with
+    ``task, groups, batch_size, n_boot, seed``, then its :meth:`~ShapleyModalities.attribute` on
+    ``data`` with ``value, outputs, output``; every argument as there."""
+    explainer = ShapleyModalities(model, task, groups, batch_size=batch_size, n_boot=n_boot, seed=seed)
+    return explainer.attribute(data, value, outputs, output)
 
 
 def shapley_tokens(model: torch.nn.Module, data: Any, modality: str, task: TaskSpec | None = None,
-                   batch_size: int = 512, **kwargs: Any) -> ShapleyResult:
-    """Shapley values of one modality's tokens: ``ShapleyTokens(...).attribute(data, modality, **kwargs)``."""
-    return ShapleyTokens(model, task, None, batch_size).attribute(data, modality, **kwargs)
+                   batch_size: int = 512, *, tokens: Sequence[str] | None = None, others: str = "hidden",
+                   value: str = "global", outputs: Sequence[str | int] | None = None, output: str = "prob",
+                   method: str = "permutation", tolerance: float | None = None, max_permutations: int = 256,
+                   pairs_per_round: int = 8, n_boot: int = 200, seed: int = 0,
+                   progress: bool = True) -> ShapleyResult:
+    """Shapley values of one modality's tokens in one call: :class:`ShapleyTokens` built with
+    ``task, batch_size`` and the estimation settings (``method`` to ``progress``), then its
+    :meth:`~ShapleyTokens.attribute` on ``data, modality`` with ``tokens, others, value, outputs,
+    output``; every argument as there."""
+    explainer = ShapleyTokens(model, task, batch_size=batch_size, method=method, tolerance=tolerance,
+                              max_permutations=max_permutations, pairs_per_round=pairs_per_round, n_boot=n_boot,
+                              seed=seed, progress=progress)
+    return explainer.attribute(data, modality, tokens, others, value, outputs, output)

@@ -3,7 +3,7 @@
 The balancing methods of the related work (OGM-GE, OPM, MILES, MLA, CGGM, MNL, AMSS)
 act on unimodal logits z_m and on per-modality encoders; this model gives them both,
 behind the same interface as :class:`~miam.models.TokenModel` (``forward(batch,
-visible)``, ``forward_subsets(batch, masks)``, ``specs``, ``task``, ``modalities``,
+visible)``, ``forward_subsets(batch, masks, max_rows)``, ``specs``, ``task``, ``modalities``,
 ``n_tokens``, ``token_modality``), so masking strategies, validation views and the
 :class:`~miam.evaluation.subsets.SubsetEvaluator` work on it unchanged.
 """
@@ -22,7 +22,7 @@ from miam._validation import check_choice
 from miam.data.contract.batch import MultimodalBatch
 from miam.data.contract.spec import ModalitySpec, TaskSpec
 from miam.errors import ShapeError
-from miam.models.token_model import TokenModel
+from miam.models.token_model import TokenModel, subset_passes
 
 FUSIONS = ("sum", "mean", "concat", "entropy")
 
@@ -90,7 +90,7 @@ class LateFusionModel(nn.Module):
             (``d_model``, ``depth``, ``heads``, ``dropout``, ``hidden``, ``pooling``, ...).
 
     Examples:
-        >>> from miam.data.synthetic.generator import make_dataset
+        >>> from miam.data.synthetic import make_dataset
         >>> ds = make_dataset(seed=0, n_sites=60, n_species=5)
         >>> model = LateFusionModel(ds.specs, ds.task, d_model=16, depth=1, heads=2)
         >>> out = model.forward_unimodal(ds.__getitems__([0, 1, 2]))
@@ -235,14 +235,12 @@ class LateFusionModel(nn.Module):
         """Fused logits [B, n_outputs]; ``visible`` is a bool [B, T] over all tokens (default: present)."""
         return self.forward_unimodal(batch, visible).logits
 
-    def forward_subsets(self, batch: MultimodalBatch, masks: Tensor) -> Tensor:
-        """Fused logits [S, B, n_outputs] for S token masks ``masks`` [S, T] (or [S, B, T])."""
-        present = batch.present_flat(self.modalities)
-        b, t = present.shape
-        if masks.shape[-1] != t or masks.ndim not in (2, 3):
-            raise ShapeError(f"Expected masks [S, {t}] or [S, {b}, {t}], got {list(masks.shape)}.")
-        s = masks.shape[0]
-        visible = (present.unsqueeze(0) & (masks if masks.ndim == 3 else masks.unsqueeze(1))).reshape(s * b, t)
-        sample = torch.arange(b, device=present.device).repeat(s)
-        features, available = self._encode(batch, visible, sample)
-        return self.fuse(self.unimodal_logits(features), available).reshape(s, b, -1)
+    def forward_subsets(self, batch: MultimodalBatch, masks: Tensor, max_rows: int | None = None) -> Tensor:
+        """Fused logits [S, B, n_outputs] for S token masks ``masks`` [S, T] (or [S, B, T]), in passes
+        of at most ``max_rows`` (mask x sample) rows (None: a size that suits the device), as
+        ``TokenModel.forward_subsets``."""
+        def rows_forward(visible: Tensor, sample: Tensor) -> Tensor:
+            features, available = self._encode(batch, visible, sample)
+            return self.fuse(self.unimodal_logits(features), available)
+
+        return subset_passes(self, batch, masks, max_rows, rows_forward)

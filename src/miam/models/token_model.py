@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,15 @@ MASK_TOKENS = ("shared", "per_modality")
 POOLINGS = ("mean", "cls")
 #: when ``hidden="replace"`` runs the collapsed sequence (one mask token per kind, with its count)
 COLLAPSE_HIDDEN = ("eval", "always", "never")
+
+#: (mask x sample) rows per forward pass on CPU. The cost per row grows with the rows of
+#: one pass there (``benchmarks/step.py`` prints :func:`row_costs` for the paper-size model),
+#: so passes stay small. Other devices measure theirs once (:func:`device_max_rows`).
+CPU_MAX_ROWS = 256
+#: rows per pass tried by the measurement on other devices
+MEASURED_ROWS = (1024, 4096, 16384, 65536)
+#: the measured rows per pass, by device (``"cuda:0"``)
+_measured: dict[str, int] = {}
 
 logger = logging.getLogger("miam.models")
 
@@ -147,22 +156,16 @@ class TokenModel(nn.Module):
         visible = present if visible is None else visible & present
         return self.head(self.encode(self.embed(batch, visible), visible))
 
-    def forward_subsets(self, batch: MultimodalBatch, masks: Tensor, emb: Tensor | None = None) -> Tensor:
-        """Logits [S, B, n_outputs] for S token masks ``masks`` [S, T] (or [S, B, T]) in one pass.
+    def forward_subsets(self, batch: MultimodalBatch, masks: Tensor, max_rows: int | None = None) -> Tensor:
+        """Logits [S, B, n_outputs] for S token masks ``masks`` [S, T] (or [S, B, T]).
 
-        Tokenizers act per token, so the embeddings are computed once and only the
-        encoder runs on the S x B rows. ``emb``: the batch's :meth:`embed` under its present
-        tokens, when the caller already has it (chunked sweeps embed once for all chunks).
+        Tokenizers act per token, so the batch is embedded once and only the encoder runs on
+        the S x B (mask x sample) rows, in passes of at most ``max_rows`` rows (at least one
+        mask a pass; None: :func:`device_max_rows` for the batch's device).
         """
-        present = batch.present_flat(self.modalities)
-        b, t = present.shape
-        if masks.shape[-1] != t:
-            raise ShapeError(f"Expected masks [S, {t}] or [S, {b}, {t}], got {list(masks.shape)}.")
-        s = masks.shape[0]
-        visible = (present.unsqueeze(0) & (masks if masks.ndim == 3 else masks.unsqueeze(1))).reshape(s * b, t)
-        emb = self.embed(batch, present) if emb is None else emb
-        sample = torch.arange(b, device=emb.device).repeat(s)
-        return self.head(self.encode(emb, visible, sample)).reshape(s, b, -1)
+        emb = self.embed(batch, batch.present_flat(self.modalities))
+        return subset_passes(self, batch, masks, max_rows,
+                             lambda visible, sample: self.head(self.encode(emb, visible, sample)))
 
     def encode(self, emb: Tensor, visible: Tensor, sample: Tensor | None = None) -> Tensor:
         """The pooled representation [N, d] of N rows: row i is ``emb[sample[i]]`` under ``visible[i]``.
@@ -297,3 +300,81 @@ class TokenModel(nn.Module):
             counts = hidden.new_zeros(len(hidden), self.mask_token.shape[0]).index_add_(1, self.token_modality, hidden)
         used = counts.any(dim=0)
         return self.mask_token[used], counts[:, used]
+
+
+def subset_passes(model: nn.Module, batch: MultimodalBatch, masks: Tensor, max_rows: int | None,
+                  rows_forward: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """``model.forward_subsets``: outputs [S, B, out] for token masks ``masks`` [S, T] (or [S, B, T]),
+    run in passes of at most ``max_rows`` (mask x sample) rows, at least one mask a pass.
+
+    ``rows_forward(visible, sample)`` gives the outputs [N, out] of N rows, row i being sample
+    ``sample[i]`` of the batch under ``visible[i]`` (its present tokens that the mask keeps).
+    ``max_rows`` None picks :func:`device_max_rows` for the batch's device.
+    """
+    present = batch.present_flat(model.modalities)
+    b, t = present.shape
+    if masks.shape[-1] != t or masks.ndim not in (2, 3):
+        raise ShapeError(f"Expected masks [S, {t}] or [S, {b}, {t}], got {list(masks.shape)}.")
+    sample = torch.arange(b, device=present.device)
+
+    def one_pass(part: Tensor) -> Tensor:
+        s = part.shape[0]
+        visible = (present.unsqueeze(0) & (part if part.ndim == 3 else part.unsqueeze(1))).reshape(s * b, t)
+        return rows_forward(visible, sample.repeat(s)).reshape(s, b, -1)
+
+    per_pass = max(1, (device_max_rows(model, batch) if max_rows is None else max_rows) // max(1, b))
+    if per_pass >= len(masks):
+        return one_pass(masks)
+    return torch.cat([one_pass(masks[i:i + per_pass]) for i in range(0, len(masks), per_pass)])
+
+
+@torch.no_grad()
+def row_costs(model: nn.Module, batch: MultimodalBatch, rows: Sequence[int] = MEASURED_ROWS,
+              repeats: int = 2) -> dict[int, float]:
+    """Seconds per (mask x sample) row of one ``model.forward_subsets`` pass at each number of ``rows`` per pass.
+
+    Every row sees all its present tokens (the longest sequences). A size that does not fit
+    in the device's memory ends the measurement.
+    """
+    cuda = batch.target.device.type == "cuda"
+    full = torch.ones(1, model.n_tokens, dtype=torch.bool, device=batch.target.device)
+    costs = {}
+    for n in rows:
+        part = batch if n >= batch.batch_size else batch.select(torch.arange(n, device=full.device))
+        masks = full.expand(-(-n // part.batch_size), -1)
+        one_pass = len(masks) * part.batch_size
+        try:
+            model.forward_subsets(part, masks, one_pass)                     # warm-up
+            if cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(repeats):
+                model.forward_subsets(part, masks, one_pass)
+            if cuda:
+                torch.cuda.synchronize()
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            break
+        costs[n] = (time.perf_counter() - start) / (repeats * one_pass)
+    return costs
+
+
+def pick_rows(costs: Mapping[int, float], slack: float = 0.1) -> int:
+    """The fewest rows per pass whose cost per row is within ``slack`` of the cheapest.
+
+    Examples:
+        >>> pick_rows({1024: 2.0e-6, 4096: 1.05e-6, 16384: 1.0e-6})
+        4096
+    """
+    best = min(costs.values())
+    return min(n for n, c in costs.items() if c <= (1 + slack) * best)
+
+
+def device_max_rows(model: nn.Module, batch: MultimodalBatch) -> int:
+    """Rows per pass for the batch's device: :data:`CPU_MAX_ROWS` on CPU, else measured once per device."""
+    device = batch.target.device
+    if device.type == "cpu":
+        return CPU_MAX_ROWS
+    if str(device) not in _measured:
+        _measured[str(device)] = pick_rows(row_costs(model, batch)) if batch.batch_size else CPU_MAX_ROWS
+    return _measured[str(device)]

@@ -22,7 +22,6 @@ from miam.errors import ConfigError
 from miam.evaluation.subsets import token_groups
 from miam.masking import get_strategy, token_mask
 from miam.models import TaskLoss, build_model
-from miam.models.chunked import forward_subsets_chunked
 from miam.scores import chance_level, chance_score, make_metric
 
 
@@ -239,7 +238,7 @@ class MiamModule(L.LightningModule):
             self.balance.epoch_end(self.val_scores_, self.trainer.optimizers[0], self.step_context())
 
     def _view_step(self, batch: MultimodalBatch, metrics: nn.ModuleList) -> None:
-        logits = forward_subsets_chunked(self.model, batch, self.view_masks)
+        logits = self.model.forward_subsets(batch, self.view_masks)
         for metric, lg in zip(metrics, logits):
             metric.update(torch.sigmoid(lg) if self.task.per_output else lg, batch.target)
 

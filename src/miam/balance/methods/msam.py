@@ -59,8 +59,8 @@ def batch_shapley(model: nn.Module, batch, loss_fn, kind: str,
     model.eval()
     try:
         with torch.no_grad():
-            logits = model.forward_subsets(batch, masks)                               # [2^M, B, C]
             n = batch.batch_size
+            logits = model.forward_subsets(batch, masks, max_rows=len(masks) * n)      # [2^M, B, C], one pass
             if kind == "multiclass":
                 total = (logits.argmax(dim=-1) == batch.target.unsqueeze(0)).double().sum(dim=1)
             else:
