@@ -83,11 +83,13 @@ SWEEP_SIZE = ["data.params.n_sites=2000", "model.dropout=0.0", "model.collapse_h
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
-def all_rows(units: list[str], variants: list[str] | None = None) -> list[str]:
+def all_rows(units: list[str], variants: list[str] | None = None, grouped: bool = False) -> list[str]:
     """Every row of a confirmation table for a dataset scored on ``units`` (modalities or groups):
-    with ``variants``, only those of our MIAM variants (the paper's MIAM is always in)."""
+    with ``variants``, only those of our MIAM variants (the paper's MIAM is always in). MLA, a
+    balancing method, needs one encoder per modality: a ``grouped`` dataset (``data.groups``, as
+    the GeoPlant-like preset's three groups) has no MLA row."""
     chosen = [v for v in VARIANTS if v == "miam_paper" or variants is None or v in variants]
-    return [*FIXED, *chosen, PLAIN, "mla", *[f"alone:{u}" for u in units]]
+    return [*FIXED, *chosen, PLAIN, *([] if grouped else ["mla"]), *[f"alone:{u}" for u in units]]
 
 
 def row_config(base: RunConfig, row: str, units: dict[str, list[str]]) -> tuple[RunConfig, str]:
@@ -141,20 +143,28 @@ def sweep(phase: str, name: str, rows: list[str], epochs: int, patience: int, ou
         dataset = build_dataset(base.data.name, **{**base.data.params, "seed": seed})
         groups = base.data.groups or {m: [m] for m in dataset.modalities}
         units = {u: list(groups[u]) for u in token_groups(dataset.specs, base.data.groups)[0]}
-        chosen = {"all": all_rows(list(units)), "base": all_rows(list(units), [])}.get(rows[0], rows) \
+        grouped = bool(base.data.groups)
+        chosen = {"all": all_rows(list(units), None, grouped), "base": all_rows(list(units), [], grouped)}.get(
+            rows[0], rows) \
             if len(rows) == 1 else rows
         for k, row in enumerate(chosen, 1):
             start = time.perf_counter()
             result = run_row(base, row, seed, out_root / phase / name / f"seed{seed}", dataset, units,
                              PHASE_SPLIT[phase])
-            if row.startswith("alone:"):   # only its own modality's column speaks for an oracle row
-                result = {k: v for k, v in result.items() if k not in ("full", "avg_modality_subsets")}
-            results.append({**result, "name": row, "seed": seed, "dataset": name})
+            results.append({**oracle_columns(result, row), "name": row, "seed": seed, "dataset": name})
             log(f"[{name} {phase} seed {seed}, row {k} of {len(chosen)}] {row}: full {result.get('full', np.nan):.4f}"
                 + (f", configs {result['avg_paper_configs']:.4f}" if "avg_paper_configs" in result else "")
                 + f", epochs {result['epochs']}{' (cap)' if result.get('hit_cap') else ''}, "
                   f"{time.perf_counter() - start:.0f} s")
     return pd.DataFrame(results)
+
+
+def oracle_columns(result: dict[str, Any], row: str) -> dict[str, Any]:
+    """A run's scores as the tables show them: an oracle row (``alone:<m>``) speaks only in its own
+    modality's column, not in ``full`` or ``avg_modality_subsets`` (its model sees one modality)."""
+    if row.startswith("alone:"):
+        return {k: v for k, v in result.items() if k not in ("full", "avg_modality_subsets")}
+    return result
 
 
 def paired(runs: pd.DataFrame, reference: str, column: str) -> pd.DataFrame:
@@ -316,9 +326,10 @@ def main() -> None:
         if args.report_only:
             kind = "validation.json" if PHASE_SPLIT[args.phase] == "val" else "result.json"
             files = sorted((out / args.phase / name).glob(f"seed*/*/{kind}"))
-            frames.append(pd.DataFrame([{**json.loads(f.read_text()), "name": f.parent.name.replace("_", ":", 1)
-                                         if f.parent.name.startswith("alone_") else f.parent.name,
-                                         "dataset": name} for f in files]))
+            rows_read = [f.parent.name.replace("_", ":", 1) if f.parent.name.startswith("alone_") else f.parent.name
+                         for f in files]
+            frames.append(pd.DataFrame([{**oracle_columns(json.loads(f.read_text()), row), "name": row, "dataset": name}
+                                        for f, row in zip(files, rows_read)]))
         else:
             seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
             frames.append(sweep(args.phase, name, rows, args.epochs, args.patience, out, args.set, seeds,
