@@ -7,6 +7,7 @@ import inspect
 import time
 from pathlib import Path
 
+from miam._validation import check_keys
 from miam.cli.common import format_table, packaged_config
 from miam.config import load_config, parse_override
 from miam.errors import ConfigError
@@ -56,10 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
     source_class = raw_source(args.dataset)
     params = loader_params(args)
-    valid = list(inspect.signature(builder(args.dataset)).parameters)
-    unknown = [k for k in params if k not in valid]
-    if unknown:
-        raise ConfigError(f"unknown option(s) {unknown} for {args.dataset}; valid options are {valid}.")
+    check_keys("miam prepare", params, list(inspect.signature(builder(args.dataset)).parameters), what="option",
+               context=f" for {args.dataset}")
     split = {k: params.pop(k) for k in SPLIT_OPTIONS if k in params}
     cache_root = split.pop("cache_dir", None)
     split.pop("workers", None)

@@ -65,14 +65,13 @@ def open_cache(
     """
     cdir = cache_root_of(source, cache_root) / cache_key(source)
     manifest_path = cdir / "manifest.json"
-    complete = manifest_path.is_file() and json.loads(manifest_path.read_text()).get("complete")
-    if not complete:
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    if not manifest.get("complete"):
         if not prepare_if_missing:
             raise StaleCacheError(f"No complete cache in {cdir}; run `miam prepare {source.name} "
                                   f"--root {source.root}` first.")
         prepare(source, cache_root, workers=workers, progress=progress)
     elif check:
-        manifest = json.loads(manifest_path.read_text())
         now = source.input_digest()
         changed = sorted(k for k in set(now) | set(manifest["inputs"]) if now.get(k) != manifest["inputs"].get(k))
         if changed:

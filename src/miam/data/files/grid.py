@@ -48,10 +48,24 @@ class Grid:
         w, h = math.ceil((xmax - xmin) / resolution - 1e-9), math.ceil((ymax - ymin) / resolution - 1e-9)
         return cls(crs, from_origin(xmin, ymax, resolution, resolution), int(w), int(h))
 
+    def cells(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """Row-major indices (``row * width + col``) of the pixels [r0, r1) x [c0, c1).
+
+        Examples:
+            >>> Grid(None, None, 4, 3).cells(1, 3, 2, 4).tolist()
+            [6, 7, 10, 11]
+        """
+        rr, cc = np.meshgrid(np.arange(r0, r1), np.arange(c0, c1), indexing="ij")
+        return (rr * self.width + cc).ravel()
+
+    def cell_centres(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Coordinates of the centres of the pixels with row-major indices ``cells``."""
+        rows, cols = np.divmod(cells, self.width)
+        return apply_affine(self.transform, cols + 0.5, rows + 0.5)
+
     def centres(self, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
         """Coordinates of the centres of pixels [r0, r1) x [c0, c1), row-major."""
-        rr, cc = np.meshgrid(np.arange(r0, r1) + 0.5, np.arange(c0, c1) + 0.5, indexing="ij")
-        return apply_affine(self.transform, cc.ravel(), rr.ravel())
+        return self.cell_centres(self.cells(r0, r1, c0, c1))
 
     def windows(self, max_pixels: int) -> list[tuple[int, int, int, int]]:
         """(r0, r1, c0, c1) blocks of whole rows (or row pieces for very wide grids) of <= ``max_pixels``."""

@@ -12,7 +12,6 @@ import torch
 from miam.data.contract.batch import MultimodalBatch
 from miam.data.contract.unlabelled import Pool, UnlabelledDataset, encoded_pool, encoded_tensors, pool_splits
 from miam.data.files.io import Sites
-from miam.data.files.rasters import apply_affine
 
 #: GDAL's raster block cache while a grid source reads (MB), as ``miam predict`` bounds it
 GDAL_CACHE_MB = 64
@@ -63,8 +62,7 @@ class GridPool(Pool):
     def _read(self, cells: np.ndarray) -> MultimodalBatch:
         import rasterio
 
-        rows, cols = np.divmod(cells, self.grid.width)
-        x, y = apply_affine(self.grid.transform, cols + 0.5, rows + 0.5)
+        x, y = self.grid.cell_centres(cells)
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):   # GDAL's block cache would otherwise grow with the grid
             tokens = self.data.encode(Sites(None, np.asarray(x, float), np.asarray(y, float), self.grid.crs),
                                       self.sources)
@@ -77,8 +75,7 @@ class GridPool(Pool):
     def windows(self) -> Iterator[MultimodalBatch]:
         """The grid's cells (of the sample) window by window, row-major; ``batch.ids`` are the cell indices."""
         for r0, r1, c0, c1 in self.grid.windows(self.window_pixels):
-            rr, cc = np.meshgrid(np.arange(r0, r1), np.arange(c0, c1), indexing="ij")
-            cells = (rr * self.grid.width + cc).ravel()
+            cells = self.grid.cells(r0, r1, c0, c1)
             if len(self.cells) < self.grid.width * self.grid.height:
                 cells = cells[np.isin(cells, self.cells, assume_unique=True)]
             if len(cells):
